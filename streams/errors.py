@@ -1,0 +1,55 @@
+"""steplog's errors: one root, narrow subclasses near the code that raises them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class StreamsError(Exception):
+    """The root of every error steplog raises on purpose."""
+
+
+class ConfigError(StreamsError):
+    """Settings or declarations are wrong; the message says what to change."""
+
+
+class EventValidationError(StreamsError, ValueError):
+    """An event breaks one of the envelope rules (name, data, id, ts, v, size)."""
+
+
+class DecodeError(StreamsError):
+    """Bytes on a topic are neither steplog Avro (either framing) nor a JSON event."""
+
+
+class KafkaUnavailableError(StreamsError):
+    """The broker did not acknowledge; ``acked_ids`` lists what it did acknowledge."""
+
+    def __init__(self, message: str, acked_ids: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.acked_ids = acked_ids or []
+
+
+class LocalKafkaError(StreamsError):
+    """The embedded broker could not be fetched, started, or found."""
+
+
+class NonRetriableError(StreamsError):
+    """Raised by user code: fail the step (or run) now, without further retries."""
+
+
+class RetryAfterError(StreamsError):
+    """Raised by user code: retry, but not before ``retry_after`` has passed."""
+
+    def __init__(self, message: str, retry_after: timedelta | int | float | str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StepError(StreamsError):
+    """Reaches user code when a step exhausted its retries (or failed non-retriably)."""
+
+    def __init__(self, message: str, name: str = "Error", stack: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.name = name
+        self.stack = stack
