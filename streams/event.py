@@ -8,6 +8,8 @@ checked with messages that say what to fix.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from typing import Any
@@ -152,3 +154,25 @@ def accept(
     return event.model_copy(
         update={"internal_id": iid, "id": event.id or iid, "ts": event.ts or now}
     )
+
+
+def seeded_ids(seed: str | None, count: int) -> list[str] | None:
+    """Event ids derived from an ``x-inngest-event-id-seed`` header, or None.
+
+    The seed is ``"<millis>,<base64 of 10 random bytes>"``: the ULID of the
+    i-th event has the seed's time and its entropy plus i, so an SDK that
+    retries a request with the same seed gets the same ids back.
+    """
+    if not seed:
+        return None
+    try:
+        millis_text, entropy_text = seed.split(",", 1)
+        millis = int(millis_text)
+        entropy = int.from_bytes(base64.b64decode(entropy_text, validate=True), "big")
+    except (ValueError, binascii.Error):
+        return None
+    if not 0 <= millis < 2**48 or entropy >= 2**80:
+        return None
+    return [
+        str(ULID.from_int((millis << 80) | ((entropy + i) % 2**80))) for i in range(count)
+    ]

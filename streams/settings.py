@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1, le=32)
     #: Largest record steplog writes (a 4 MiB step output plus its envelope).
     max_record_bytes: int = 8 * 1024 * 1024
+    #: How long a write may wait for the broker before it counts as failed.
+    produce_timeout_ms: int = Field(default=30_000, ge=1_000)
 
     # Security pass-through, applied to every Kafka client steplog creates.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -132,6 +134,7 @@ class Settings(BaseSettings):
                 "linger.ms": 1,
                 "message.max.bytes": self.max_record_bytes + 65536,
                 "compression.type": "lz4",
+                "message.timeout.ms": self.produce_timeout_ms,
                 **extra,
             }
         )

@@ -1,0 +1,134 @@
+"""The HTTP event API: Inngest's ``POST /e/{event_key}`` in front of the events topic.
+
+A request is validated whole before anything is written; the response is sent
+only once Kafka acknowledged every event. Status codes and bodies follow
+Inngest's event API so its SDKs (inngest-py's ``send``) work unchanged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from streams.client import Client
+from streams.errors import EventValidationError, KafkaUnavailableError, StreamsError
+from streams.event import parse_event, seeded_ids
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SEED_HEADER = "x-inngest-event-id-seed"
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "maxLength": 256},
+        "data": {"type": "object"},
+        "id": {"type": "string"},
+        "ts": {"type": "integer"},
+        "v": {"type": "string"},
+    },
+}
+_SEND_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {"description": "Every event was written; `ids` in request order."},
+        "400": {"description": "The request was invalid; nothing was written."},
+        "401": {"description": "Missing or unknown event key."},
+        "503": {"description": "Kafka failed; `ids` lists the events it acknowledged."},
+    },
+}
+
+
+def _reply(status: int, ids: list[str], error: str | None = None) -> Response:
+    body: dict[str, Any] = {"ids": ids, "status": status}
+    if error is not None:
+        body["error"] = error
+    return Response(
+        json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json"
+    )
+
+
+def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
+    """Build the API. ``client`` is created from ``settings`` when not given."""
+    settings = settings or Settings()
+    state: dict[str, Client] = {}
+    keys = tuple(k.encode() for k in settings.event_keys)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state["client"] = client or Client(settings)
+        yield
+        if client is None:
+            state["client"].close()
+
+    app = FastAPI(title="steplog event API", version="1", lifespan=lifespan)
+
+    def key_ok(event_key: str) -> bool:
+        if not keys:
+            return True
+        given = event_key.encode()
+        return any(hmac.compare_digest(given, k) for k in keys)
+
+    @app.post("/e/{event_key}", openapi_extra=_SEND_OPENAPI)
+    async def send_events(event_key: str, request: Request) -> Response:
+        """Send one event or an array of events."""
+        if not key_ok(event_key):
+            return _reply(401, [], "Event key not found: send events to /e/<key> with a key "
+                          "listed in STEPLOG_EVENT_KEYS")
+        body = await request.body()
+        if len(body) > settings.max_request_bytes:
+            return _reply(400, [], f"request body is {len(body)} bytes; the limit is "
+                          f"{settings.max_request_bytes} bytes: send fewer events per request")
+        if not body.strip():
+            return _reply(400, [], "request body is empty: send a JSON event or array of events")
+        try:
+            raw = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _reply(400, [], f"request body is not valid JSON: {exc}")
+        items = raw if isinstance(raw, list) else [raw]
+        if len(items) > settings.max_events_per_request:
+            return _reply(400, [], f"{len(items)} events in one request; the limit is "
+                          f"{settings.max_events_per_request}")
+        client_ = state["client"]
+        try:
+            events = [parse_event(item, index=i if isinstance(raw, list) else None)
+                      for i, item in enumerate(items)]
+            accepted = client_.prepare(
+                events, internal_ids=seeded_ids(request.headers.get(SEED_HEADER), len(events))
+            )
+        except EventValidationError as exc:
+            return _reply(400, [], str(exc))
+        try:
+            ids = await client_.send_accepted_async(accepted)
+        except KafkaUnavailableError as exc:
+            log.error("event API: Kafka failed: %s", exc)
+            return _reply(503, exc.acked_ids, f"Kafka is unavailable: {exc}")
+        except StreamsError as exc:
+            log.error("event API: could not write events: %s", exc)
+            return _reply(503, [], f"could not write events: {exc}")
+        return _reply(200, ids)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the API is up (it answers even when Kafka is not)."""
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,128 @@
+"""Which runs an event starts: the router's decisions, free of Kafka and Faust.
+
+The router reads ``events`` (keyed by event ``id``, so duplicates meet on one
+partition) and decides, per event, which functions start a run. Three facts
+make that safe to repeat:
+
+* Run ids are derived, not drawn: ``run_id(internal_id, function, epoch)`` is a
+  ULID whose time is the event's acceptance time and whose randomness is a hash.
+  A record that Kafka re-delivers after a crash yields the same run ids, and the
+  function agent ignores a start whose run already exists.
+* A duplicate (same ``id``, another ``internal_id``) within the dedup window
+  starts no run of a function that already ran for that id.
+* The epoch counts replays of a partition: a consumer-group reset below the
+  offsets the router had committed bumps it, so replayed events get new run ids
+  while dedup within the replay still holds (entries of older epochs are void).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ulid import ULID
+
+from streams.event import Event
+
+
+class Routable(Protocol):
+    """What the router needs of a function (streams.app.Function provides it)."""
+
+    @property
+    def slug(self) -> str: ...
+
+    def matches(self, event: Event) -> bool: ...
+
+    def run_key(self, event: Event) -> str | None: ...
+
+
+def run_id(internal_id: str, function: str, epoch: int = 0) -> str:
+    """The deterministic run id of ``function``'s run for one accepted event."""
+    try:
+        millis = ULID.from_str(internal_id).milliseconds
+    except ValueError:
+        millis = 0
+    digest = hashlib.sha256(f"{internal_id}|{function}|{epoch}".encode()).digest()
+    randomness = int.from_bytes(digest[:10], "big")
+    return str(ULID.from_int((millis << 80) | randomness))
+
+
+@dataclass
+class DedupEntry:
+    """What the router remembers of one event ``id`` (kept for the dedup window)."""
+
+    internal_id: str
+    epoch: int
+    first_seen_ms: int
+    functions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "internal_id": self.internal_id,
+            "epoch": self.epoch,
+            "first_seen_ms": self.first_seen_ms,
+            "functions": self.functions,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DedupEntry:
+        return cls(
+            internal_id=raw["internal_id"],
+            epoch=int(raw["epoch"]),
+            first_seen_ms=int(raw["first_seen_ms"]),
+            functions=list(raw.get("functions", [])),
+        )
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start ``function``'s run ``run_id``; ``key`` picks its partition."""
+
+    function: str
+    run_id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    starts: list[Start]
+    #: The entry to store under the event's id, or None when nothing changed.
+    dedup: DedupEntry | None
+    duplicate_of: str | None = None
+
+
+def route(
+    event: Event,
+    functions: Iterable[Routable],
+    entry: DedupEntry | None,
+    *,
+    epoch: int,
+    now_ms: int,
+    window_ms: int,
+) -> Decision:
+    """Decide the runs ``event`` starts, given what is remembered of its ``id``."""
+    internal_id = event.internal_id or event.key
+    live = entry if entry and entry.epoch == epoch and now_ms - entry.first_seen_ms < window_ms else None
+    redelivery = live is not None and live.internal_id == internal_id
+    already = set(live.functions) if live and not redelivery else set()
+
+    starts: list[Start] = []
+    for fn in functions:
+        if fn.slug in already or not fn.matches(event):
+            continue
+        rid = run_id(internal_id, fn.slug, epoch)
+        starts.append(Start(fn.slug, rid, fn.run_key(event) or rid))
+
+    if redelivery:
+        # Same record again (crash re-delivery): same run ids; the agents drop repeats.
+        return Decision(starts, None)
+    if live is None:
+        new = DedupEntry(internal_id, epoch, now_ms, [s.function for s in starts])
+        return Decision(starts, new)
+    # A duplicate id: only functions that have not run for it yet start.
+    if not starts:
+        return Decision([], None, duplicate_of=live.internal_id)
+    live.functions.extend(s.function for s in starts)
+    return Decision(starts, live, duplicate_of=live.internal_id)
