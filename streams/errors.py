@@ -53,3 +53,27 @@ class StepError(StreamsError):
         self.message = message
         self.name = name
         self.stack = stack
+
+
+class DurationError(ConfigError, ValueError):
+    """A duration (``"1h30m"``, seconds, ``timedelta``) or a time could not be read."""
+
+
+class ExpressionError(StreamsError):
+    """A CEL expression failed while being evaluated (a missing field, a type mismatch)."""
+
+
+class FunctionNotFoundError(StreamsError, LookupError):
+    """No function of the app has that slug or ``fn_id``."""
+
+
+class LimitExceededError(NonRetriableError):
+    """A run broke one of steplog's limits (steps per run, output size); not retried."""
+
+
+class SerializationError(NonRetriableError):
+    """A step output or a function result is not JSON-serializable; not retried."""
+
+
+class NonDeterminismError(StreamsError):
+    """Re-executing a function from the top did not reach the steps it reached before."""

@@ -1,0 +1,418 @@
+"""Declaring functions: ``App`` and ``@app.function(...)``, as in inngest-py.
+
+Everything a declaration gets wrong fails here, at import time, with a message
+that names the function (its slug) and the field: a CEL expression that does
+not compile, a bad wildcard, a duplicate ``fn_id``, an option this version does
+not implement yet. Nothing is silently ignored.
+
+A :class:`Function` also answers the router's questions about an event
+(:meth:`Function.matches`, :meth:`Function.run_key`,
+:meth:`Function.idempotency_key`) and builds the core's
+:class:`~streams.core.execution.RunDriver` for one activation of a run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+from streams.core.clock import Clock
+from streams.core.context import Context
+from streams.core.execution import RunDriver, RunInput
+from streams.core.memo import Memo
+from streams.core.retry import RetryPolicy
+from streams.errors import ConfigError, ExpressionError, FunctionNotFoundError
+from streams.event import Event
+from streams.expressions import Expression, compile_pattern, event_bindings
+from streams.options import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+    TriggerCron,
+    TriggerEvent,
+)
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Context], Awaitable[Any]]
+Trigger = TriggerEvent | TriggerCron
+EventsArg = Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]
+
+
+class _Sender(Protocol):
+    """What ``App.send`` needs of ``streams.client.Client``."""
+
+    def send(self, events: EventsArg) -> list[str]: ...
+
+    async def send_async(self, events: EventsArg) -> list[str]: ...
+
+
+MAX_TRIGGERS = 10
+MAX_RETRIES = 20
+MAX_CONCURRENCY_ENTRIES = 2
+#: The system event ``on_failure`` handlers trigger on.
+FUNCTION_FAILED = "inngest/function.failed"
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,126}[a-z0-9])?$")
+_SLUG_HELP = "use lowercase letters, digits, '-' and '_' (e.g. 'process-order')"
+# Variables a trigger expression or a key may use.
+_EVENT_VARS = ("event",)
+
+
+class Function:
+    """A declared function: its handler (``.handler``), triggers and options.
+
+    Build it with ``@app.function(...)``, not directly. ``slug`` is Inngest's
+    function id, ``f"{app_id}-{fn_id}"``, used everywhere outside Python.
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        fn_id: str,
+        handler: Handler,
+        triggers: Sequence[Trigger],
+        retries: int = 4,
+        concurrency: Sequence[Concurrency] = (),
+        idempotency: str | None = None,
+        name: str | None = None,
+        failure_of: str | None = None,
+    ) -> None:
+        self.app_id = app_id
+        self.fn_id = fn_id
+        self.slug = f"{app_id}-{fn_id}"
+        self.name = name or fn_id
+        self.handler = handler
+        self.triggers: tuple[Trigger, ...] = tuple(triggers)
+        self.retries = retries
+        self.concurrency: tuple[Concurrency, ...] = tuple(concurrency)
+        self.idempotency = idempotency
+        #: The slug of the function this one handles failures of (``on_failure``).
+        self.failure_of = failure_of
+        #: The ``on_failure`` handler registered for this function, if any.
+        self.on_failure: Function | None = None
+        self.retry_policy = RetryPolicy(retries=retries)
+
+        self._matchers: list[tuple[str, bool, Expression | None]] = []
+        for i, trigger in enumerate(self.triggers):
+            if isinstance(trigger, TriggerEvent):
+                text, is_prefix = self._check(f"trigger[{i}].event", compile_pattern, trigger.event)
+                expr = self._expression(f"trigger[{i}].expression", trigger.expression)
+                self._matchers.append((text, is_prefix, expr))
+        keys = [self._expression(f"concurrency[{i}].key", c.key) for i, c in enumerate(concurrency)]
+        self._key_expr = next((k for k in keys if k is not None), None)
+        self._idempotency_expr = self._expression("idempotency", idempotency)
+
+    # --- Questions the router asks ---------------------------------------------------
+
+    @property
+    def event_patterns(self) -> list[str]:
+        """The event names (and wildcards) this function triggers on."""
+        return [t.event for t in self.triggers if isinstance(t, TriggerEvent)]
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` starts a run: a trigger's name matches and its expression holds.
+
+        Several matching triggers still mean one run. An expression that fails
+        to evaluate (e.g. a missing field) counts as false.
+        """
+        name = event.name
+        for text, is_prefix, expr in self._matchers:
+            if is_prefix:
+                if len(name) <= len(text) or not name.startswith(text):
+                    continue
+            elif name != text:
+                continue
+            if expr is None:
+                return True
+            try:
+                if expr.truthy(event_bindings(event)):
+                    return True
+            except ExpressionError as exc:
+                log.debug(
+                    "%s: trigger expression is false for event %s: %s", self.slug, event.id, exc
+                )
+        return False
+
+    def run_key(self, event: Event) -> str | None:
+        """The value of the first concurrency key for ``event`` (a string), else None.
+
+        It picks the partition of the run. When the key cannot be evaluated
+        (a missing field) the result is None: the run is keyed by its run id.
+        """
+        return self._key(self._key_expr, "concurrency key", event)
+
+    def idempotency_key(self, event: Event) -> str | None:
+        """The value of the ``idempotency`` expression for ``event``, else None."""
+        return self._key(self._idempotency_expr, "idempotency key", event)
+
+    # --- Running ---------------------------------------------------------------------
+
+    def driver(
+        self,
+        run: RunInput,
+        memos: Mapping[str, Memo] | None = None,
+        *,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        executor: Executor | None = None,
+        logger: logging.Logger | None = None,
+        stop_after_step: bool = False,
+    ) -> RunDriver:
+        """A :class:`RunDriver` for one activation of a run of this function."""
+        return RunDriver(
+            self.handler,
+            run,
+            memos,
+            clock=clock,
+            retry=retry or self.retry_policy,
+            executor=executor,
+            logger=logger,
+            stop_after_step=stop_after_step,
+        )
+
+    def __repr__(self) -> str:
+        return f"Function({self.slug!r}, triggers={self.event_patterns!r})"
+
+    # --- Internals -------------------------------------------------------------------
+
+    def _check(self, field: str, check: Callable[[str], Any], value: str) -> Any:
+        try:
+            return check(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.slug}: {field}: {exc}") from None
+
+    def _expression(self, field: str, source: str | None) -> Expression | None:
+        if source is None:
+            return None
+        expr: Expression = self._check(
+            field, lambda s: Expression(s, variables=_EVENT_VARS), source
+        )
+        return expr
+
+    def _key(self, expr: Expression | None, what: str, event: Event) -> str | None:
+        if expr is None:
+            return None
+        try:
+            value = expr.evaluate(event_bindings(event))
+        except ExpressionError as exc:
+            log.warning("%s: %s not evaluated for event %s: %s", self.slug, what, event.id, exc)
+            return None
+        return _key_string(value)
+
+
+def _key_string(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class App:
+    """A set of functions deployed together; ``app_id`` names it everywhere."""
+
+    def __init__(self, app_id: str, *, settings: Settings | None = None) -> None:
+        if not isinstance(app_id, str) or not _SLUG.match(app_id):
+            raise ConfigError(f"app id {app_id!r} is not a slug: {_SLUG_HELP}")
+        self.app_id = app_id
+        self._settings = settings
+        self.functions: dict[str, Function] = {}
+        self._client: _Sender | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings()
+        return self._settings
+
+    def function(
+        self,
+        *,
+        fn_id: str,
+        trigger: Trigger | Sequence[Trigger],
+        retries: int = 4,
+        concurrency: Concurrency | Sequence[Concurrency] | None = None,
+        idempotency: str | None = None,
+        on_failure: Handler | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        priority: Priority | None = None,
+        batch_events: Batch | None = None,
+        cancel: Cancel | Sequence[Cancel] | None = None,
+        singleton: Singleton | None = None,
+        timeouts: Timeouts | None = None,
+        name: str | None = None,
+    ) -> Callable[[Handler], Function]:
+        """Declare a function: ``@app.function(fn_id=..., trigger=TriggerEvent(...))``."""
+        if not isinstance(fn_id, str) or not _SLUG.match(fn_id):
+            raise ConfigError(f"{self.app_id}-{fn_id}: fn_id {fn_id!r} is not a slug: {_SLUG_HELP}")
+        slug = f"{self.app_id}-{fn_id}"
+        unimplemented = {
+            "throttle": throttle,
+            "rate_limit": rate_limit,
+            "debounce": debounce,
+            "priority": priority,
+            "batch_events": batch_events,
+            "cancel": cancel,
+            "singleton": singleton,
+            "timeouts": timeouts,
+        }
+        for option, value in unimplemented.items():
+            if value is not None:
+                raise ConfigError(
+                    f"{slug}: option {option!r} is not implemented yet in this version of steplog"
+                )
+        triggers = _triggers(slug, trigger)
+        _check_retries(slug, retries)
+        limits = _concurrency(slug, concurrency)
+        if idempotency is not None and not isinstance(idempotency, str):
+            raise ConfigError(f"{slug}: idempotency must be a CEL expression string")
+
+        def register(handler: Handler) -> Function:
+            _check_handler(slug, "handler", handler)
+            self._check_free(slug, fn_id)
+            fn = Function(
+                app_id=self.app_id,
+                fn_id=fn_id,
+                handler=handler,
+                triggers=triggers,
+                retries=retries,
+                concurrency=limits,
+                idempotency=idempotency,
+                name=name,
+            )
+            failure = None
+            if on_failure is not None:
+                _check_handler(slug, "on_failure", on_failure)
+                self._check_free(f"{slug}-failure", f"{fn_id}-failure")
+                failure = Function(
+                    app_id=self.app_id,
+                    fn_id=f"{fn_id}-failure",
+                    handler=on_failure,
+                    triggers=[
+                        TriggerEvent(
+                            event=FUNCTION_FAILED,
+                            expression=f"event.data.function_id == '{slug}'",
+                        )
+                    ],
+                    retries=retries,
+                    name=f"{fn.name} (on failure)",
+                    failure_of=slug,
+                )
+                fn.on_failure = failure
+            self.functions[fn.slug] = fn
+            if failure is not None:
+                self.functions[failure.slug] = failure
+            return fn
+
+        return register
+
+    def function_by_id(self, slug_or_fn_id: str) -> Function:
+        """The function with this slug (``shop-process-order``) or bare ``fn_id``."""
+        fn = self.functions.get(slug_or_fn_id) or self.functions.get(
+            f"{self.app_id}-{slug_or_fn_id}"
+        )
+        if fn is None:
+            known = ", ".join(sorted(self.functions)) or "none"
+            raise FunctionNotFoundError(
+                f"app {self.app_id!r} has no function {slug_or_fn_id!r} (known: {known})"
+            )
+        return fn
+
+    def functions_for(self, event: Event) -> list[Function]:
+        """The functions ``event`` starts a run of (fan-out: one run each)."""
+        return [fn for fn in self.functions.values() if fn.matches(event)]
+
+    def send(
+        self, events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]
+    ) -> list[str]:
+        """Send events to this app's Kafka cluster; return their ids (see ``streams.Client``)."""
+        return list(self._get_client().send(events))
+
+    async def send_async(self, events: EventsArg) -> list[str]:
+        """:meth:`send` for asyncio code."""
+        return list(await self._get_client().send_async(events))
+
+    def _get_client(self) -> _Sender:
+        if self._client is None:
+            # Imported on first use, so that declaring functions (and the pure core
+            # and its type checking) never pull in the Kafka client libraries.
+            client_module = importlib.import_module("streams.client")
+            self._client = client_module.Client(self.settings)
+        return self._client
+
+    def _check_free(self, slug: str, fn_id: str) -> None:
+        if slug in self.functions:
+            raise ConfigError(
+                f"{slug}: fn_id {fn_id!r} is already declared in app {self.app_id!r}; "
+                "function ids must be unique"
+            )
+
+    def __repr__(self) -> str:
+        return f"App({self.app_id!r}, functions={list(self.functions)!r})"
+
+
+def _triggers(slug: str, trigger: Trigger | Sequence[Trigger]) -> list[Trigger]:
+    items = [trigger] if isinstance(trigger, TriggerEvent | TriggerCron) else list(trigger)
+    if not 1 <= len(items) <= MAX_TRIGGERS:
+        raise ConfigError(
+            f"{slug}: trigger: {len(items)} triggers given; a function has 1 to {MAX_TRIGGERS}"
+        )
+    for i, item in enumerate(items):
+        if isinstance(item, TriggerCron):
+            raise ConfigError(
+                f"{slug}: trigger[{i}]: TriggerCron is not implemented yet in this version "
+                "of steplog"
+            )
+        if not isinstance(item, TriggerEvent):
+            raise ConfigError(
+                f"{slug}: trigger[{i}]: expected TriggerEvent or TriggerCron, got {item!r}"
+            )
+    return items
+
+
+def _check_retries(slug: str, retries: int) -> None:
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise ConfigError(f"{slug}: retries must be an integer, got {retries!r}")
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ConfigError(f"{slug}: retries is {retries}; it must be 0 to {MAX_RETRIES}")
+
+
+def _concurrency(slug: str, value: Concurrency | Sequence[Concurrency] | None) -> list[Concurrency]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, Concurrency) else list(value)
+    if len(items) > MAX_CONCURRENCY_ENTRIES:
+        raise ConfigError(
+            f"{slug}: concurrency: {len(items)} entries given; at most "
+            f"{MAX_CONCURRENCY_ENTRIES} are allowed"
+        )
+    for i, item in enumerate(items):
+        if not isinstance(item, Concurrency):
+            raise ConfigError(f"{slug}: concurrency[{i}]: expected Concurrency, got {item!r}")
+    return items
+
+
+def _check_handler(slug: str, field: str, handler: Any) -> None:
+    if not callable(handler):
+        raise ConfigError(f"{slug}: {field}: {handler!r} is not callable")
+    if not inspect.iscoroutinefunction(handler):
+        raise ConfigError(
+            f"{slug}: {field}: {getattr(handler, '__name__', handler)!r} must be an "
+            "'async def' function taking ctx"
+        )

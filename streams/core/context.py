@@ -1,0 +1,188 @@
+"""What user code sees: ``ctx`` with ``ctx.step`` and ``ctx.group``.
+
+These objects are thin: each call goes to the :class:`~streams.core.execution.RunDriver`
+of the activation, which decides between returning a memo and running the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from streams.core.interrupts import Interrupt
+from streams.core.step_ids import StepId, sent_event_id
+from streams.errors import EventValidationError, NonRetriableError
+from streams.event import Event, accept
+
+if TYPE_CHECKING:
+    from streams.core.execution import RunDriver
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Step:
+    """Durable steps: each call is memoized under its step id."""
+
+    __slots__ = ("_driver",)
+
+    def __init__(self, driver: RunDriver) -> None:
+        self._driver = driver
+
+    @overload
+    async def run(
+        self,
+        step_id: str,
+        handler: Callable[P, Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T: ...
+
+    @overload
+    async def run(
+        self,
+        step_id: str,
+        handler: Callable[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T: ...
+
+    async def run(
+        self, step_id: str, handler: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run ``handler(*args, **kwargs)`` once per run; return its (JSON) output.
+
+        Async handlers are awaited; sync ones run in a thread pool, never on the
+        event loop. On replay the memoized output is returned without running
+        the handler. After the last retry the error reaches you as ``StepError``.
+        """
+        if not callable(handler):
+            self._driver.fail_run(
+                TypeError(f"step.run({step_id!r}, ...) needs a callable, got {handler!r}")
+            )
+        call = self._driver.make_call(handler, args, kwargs)
+        return await self._driver.run_step(step_id, "run", lambda _sid: call())
+
+    async def send_event(
+        self, step_id: str, events: Event | Mapping[str, Any] | Sequence[Event | Mapping[str, Any]]
+    ) -> list[str]:
+        """Send one or more events as a step; return their ids.
+
+        The ids are derived from the run id and step id, so a retried or
+        replayed step sends no duplicates (the router drops repeated ids).
+        """
+        items: list[Event | Mapping[str, Any]] = (
+            [events] if isinstance(events, Event | Mapping) else list(events)
+        )
+        driver = self._driver
+
+        async def send(sid: StepId) -> list[str]:
+            now = driver.clock.now_ms()
+            accepted: list[Event] = []
+            for index, item in enumerate(items):
+                try:
+                    event = item if isinstance(item, Event) else Event.model_validate(dict(item))
+                    accepted.append(
+                        accept(
+                            event,
+                            at_ms=now,
+                            internal_id=sent_event_id(driver.run.run_id, sid.hashed, index),
+                        )
+                    )
+                except (EventValidationError, ValueError) as exc:
+                    raise NonRetriableError(
+                        f"step.send_event({sid.readable!r}): event {index} is invalid: {exc}"
+                    ) from exc
+            driver.events_sent(sid, accepted)
+            return [e.internal_id or "" for e in accepted]
+
+        output: list[str] = await driver.run_step(step_id, "send_event", send)
+        return output
+
+    # --- Coming in the next version: fail clearly rather than silently. --------------
+
+    async def sleep(self, step_id: str, duration: Any) -> None:
+        self._driver.not_implemented("step.sleep")
+
+    async def sleep_until(self, step_id: str, until: Any) -> None:
+        self._driver.not_implemented("step.sleep_until")
+
+    async def wait_for_event(self, step_id: str, **options: Any) -> Event | None:
+        self._driver.not_implemented("step.wait_for_event")
+
+    async def invoke(self, step_id: str, **options: Any) -> Any:
+        self._driver.not_implemented("step.invoke")
+
+
+class Group:
+    """Steps that run concurrently."""
+
+    __slots__ = ("_driver",)
+
+    def __init__(self, driver: RunDriver) -> None:
+        self._driver = driver
+
+    async def parallel(self, callables: Sequence[Callable[[], Awaitable[T]]]) -> tuple[T, ...]:
+        """Run ``callables`` concurrently; return their results in order.
+
+        Each callable starts in order, so their first steps get ids in order;
+        steps a branch calls later get ids in the order they are reached.
+        Give steps inside branches distinct ids (a repeated id inside two
+        branches is numbered by timing). All branches finish before this
+        returns or raises (the first error, in branch order, is raised).
+        """
+        self._driver.check_open()
+        tasks = [asyncio.ensure_future(_invoke(c)) for c in callables]
+        if not tasks:
+            return ()
+        self._driver.track(tasks)
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        interrupt: BaseException | None = None
+        error: BaseException | None = None
+        for task in tasks:
+            exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+            if isinstance(exc, Interrupt) and interrupt is None:
+                interrupt = exc
+            elif exc is not None and error is None:
+                error = exc
+        if interrupt is not None:
+            raise interrupt
+        if error is not None:
+            raise error
+        return tuple(task.result() for task in tasks)
+
+
+async def _invoke(function: Callable[[], Awaitable[T]]) -> T:
+    value: Any = function()
+    if inspect.isawaitable(value):
+        value = await value
+    result: T = value
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a function receives: the event(s), the run, a logger, steps and groups.
+
+    ``attempt`` is the function-level attempt (0 first); ``logger`` drops
+    records while the activation replays memoized steps, so each line is
+    logged once per run.
+    """
+
+    event: Event
+    events: list[Event]
+    run_id: str
+    attempt: int
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    step: Step
+    group: Group
+    function_id: str = ""

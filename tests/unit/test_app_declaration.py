@@ -1,0 +1,171 @@
+"""Declaring functions: bad config fails at declaration, naming function and field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streams.app import App, Function
+from streams.core.context import Context
+from streams.errors import ConfigError, FunctionNotFoundError
+from streams.event import Event
+from streams.options import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+    TriggerCron,
+    TriggerEvent,
+)
+
+
+async def handler(ctx: Context) -> Any:
+    return None
+
+
+def declare(app: App, **kwargs: Any) -> Function:
+    kwargs.setdefault("fn_id", "f")
+    kwargs.setdefault("trigger", TriggerEvent(event="app/x"))
+    return app.function(**kwargs)(handler)
+
+
+def test_slug_handler_and_registry() -> None:
+    app = App("shop")
+    fn = declare(app, fn_id="process-order", name="Process order")
+    assert fn.slug == "shop-process-order"
+    assert fn.handler is handler
+    assert fn.name == "Process order"
+    assert app.functions == {"shop-process-order": fn}
+    assert app.function_by_id("shop-process-order") is fn
+    assert app.function_by_id("process-order") is fn
+    with pytest.raises(FunctionNotFoundError, match="nope"):
+        app.function_by_id("nope")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"trigger": TriggerEvent(event="app/x", expression="event.data. >")}, "trigger[0]"),
+        ({"trigger": [TriggerEvent(event="a"), TriggerEvent(event="app*")]}, "trigger[1].event"),
+        ({"trigger": [TriggerEvent(event=f"e{i}") for i in range(11)]}, "trigger"),
+        ({"trigger": []}, "trigger"),
+        ({"retries": 21}, "retries"),
+        ({"retries": -1}, "retries"),
+        ({"concurrency": [Concurrency(limit=1, key="event.data.")]}, "concurrency[0].key"),
+        ({"concurrency": [Concurrency(limit=1)] * 3}, "concurrency"),
+        ({"idempotency": "event.data.id +"}, "idempotency"),
+        ({"idempotency": "evnt.data.id"}, "idempotency"),
+    ],
+)
+def test_invalid_config_names_function_and_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        declare(App("shop"), **kwargs)
+    message = str(info.value)
+    assert message.startswith("shop-f: ")
+    assert field in message
+
+
+def test_fn_id_must_be_a_slug() -> None:
+    with pytest.raises(ConfigError, match="fn_id 'Process Order' is not a slug"):
+        declare(App("shop"), fn_id="Process Order")
+    with pytest.raises(ConfigError, match="app id"):
+        App("My Shop")
+
+
+def test_duplicate_fn_id() -> None:
+    app = App("shop")
+    declare(app)
+    with pytest.raises(ConfigError, match="shop-f: fn_id 'f' is already declared"):
+        declare(app)
+
+
+def test_handler_must_be_async() -> None:
+    def sync_handler(ctx: Context) -> None:
+        return None
+
+    with pytest.raises(ConfigError, match=r"shop-f: handler: .*async def"):
+        App("shop").function(fn_id="f", trigger=TriggerEvent(event="a"))(sync_handler)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("throttle", Throttle(limit=1, period="1m")),
+        ("rate_limit", RateLimit(limit=1, period="1m")),
+        ("debounce", Debounce(period="5s")),
+        ("priority", Priority(run="10")),
+        ("batch_events", Batch(max_size=10, timeout="5s")),
+        ("cancel", Cancel(event="app/cancel")),
+        ("singleton", Singleton()),
+        ("timeouts", Timeouts(finish="1h")),
+    ],
+)
+def test_options_not_implemented_yet_fail_clearly(option: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        declare(App("shop"), **{option: value})
+    assert str(info.value) == (
+        f"shop-f: option {option!r} is not implemented yet in this version of steplog"
+    )
+
+
+def test_cron_trigger_not_implemented_yet() -> None:
+    with pytest.raises(ConfigError, match="shop-f: trigger\\[0\\]: TriggerCron is not implemented"):
+        declare(App("shop"), trigger=TriggerCron(cron="0 9 * * *"))
+
+
+def test_matches_wildcards_and_expressions_once_per_event() -> None:
+    fn = declare(
+        App("shop"),
+        trigger=[
+            TriggerEvent(event="app/order.*", expression="event.data.total > 0"),
+            TriggerEvent(event="app/*"),
+        ],
+    )
+    assert fn.matches(Event(name="app/order.created", data={"total": 1}))
+    assert fn.matches(Event(name="app/order.created", data={"total": 0}))  # second trigger
+    assert not fn.matches(Event(name="other/order.created", data={"total": 1}))
+    only = declare(
+        App("shop"), trigger=TriggerEvent(event="app/order.*", expression="event.data.total > 0")
+    )
+    assert not only.matches(Event(name="app/order.created", data={}))  # missing field: false
+    assert App("x").functions_for(Event(name="a")) == []
+
+
+def test_run_key_and_idempotency_key() -> None:
+    fn = declare(
+        App("shop"),
+        concurrency=[Concurrency(limit=5), Concurrency(limit=1, key="event.data.userId")],
+        idempotency="event.data.orderId",
+    )
+    event = Event(name="app/x", data={"userId": 42, "orderId": "o-1"})
+    assert fn.run_key(event) == "42"
+    assert fn.idempotency_key(event) == "o-1"
+    assert fn.run_key(Event(name="app/x", data={})) is None  # not evaluable: keyed by run id
+    plain = declare(App("shop"))
+    assert plain.run_key(event) is None
+    assert plain.idempotency_key(event) is None
+
+
+def test_on_failure_registers_a_second_function() -> None:
+    app = App("shop")
+
+    async def failed(ctx: Context) -> None:
+        return None
+
+    fn = declare(app, fn_id="charge", on_failure=failed)
+    failure = app.functions["shop-charge-failure"]
+    assert fn.on_failure is failure
+    assert failure.handler is failed
+    assert failure.failure_of == "shop-charge"
+    assert failure.event_patterns == ["inngest/function.failed"]
+    mine = Event(name="inngest/function.failed", data={"function_id": "shop-charge"})
+    other = Event(name="inngest/function.failed", data={"function_id": "shop-other"})
+    assert failure.matches(mine)
+    assert not failure.matches(other)
+    assert not fn.matches(mine)
