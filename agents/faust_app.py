@@ -60,6 +60,8 @@ def _credentials(settings: Settings) -> tuple[Any, ssl.SSLContext | None]:
 def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = None) -> faust.App:
     """A Faust app for ``app_id`` on the configured broker, with RocksDB tables."""
     creds, context = _credentials(settings)
+    datadir = datadir or settings.data_dir / "worker" / f"{settings.topic_prefix}{app_id}"
+    datadir.mkdir(parents=True, exist_ok=True)
     bootstrap = settings.resolved_bootstrap()
     brokers = ";".join(f"kafka://{b.strip()}" for b in bootstrap.split(","))
     return faust.App(
@@ -68,13 +70,17 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
         broker_credentials=creds,
         ssl_context=context,
         store="rocksdb://",
-        datadir=str(datadir or settings.data_dir / "worker" / app_id),
+        datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         broker_commit_interval=0.5,
+        # A worker killed with SIGKILL holds its partitions until its session
+        # expires: keep that short so the others take over quickly.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
         broker_commit_every=2_000,
         producer_linger=0.0005,
         producer_max_request_size=settings.max_record_bytes + 65536,

@@ -42,9 +42,7 @@ _SEND_OPENAPI: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {
-                    "oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]
-                }
+                "schema": {"oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]}
             }
         },
     },
@@ -91,12 +89,20 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     async def send_events(event_key: str, request: Request) -> Response:
         """Send one event or an array of events."""
         if not key_ok(event_key):
-            return _reply(401, [], "Event key not found: send events to /e/<key> with a key "
-                          "listed in STEPLOG_EVENT_KEYS")
+            return _reply(
+                401,
+                [],
+                "Event key not found: send events to /e/<key> with a key "
+                "listed in STEPLOG_EVENT_KEYS",
+            )
         body = await request.body()
         if len(body) > settings.max_request_bytes:
-            return _reply(400, [], f"request body is {len(body)} bytes; the limit is "
-                          f"{settings.max_request_bytes} bytes: send fewer events per request")
+            return _reply(
+                400,
+                [],
+                f"request body is {len(body)} bytes; the limit is "
+                f"{settings.max_request_bytes} bytes: send fewer events per request",
+            )
         if not body.strip():
             return _reply(400, [], "request body is empty: send a JSON event or array of events")
         try:
@@ -105,12 +111,18 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             return _reply(400, [], f"request body is not valid JSON: {exc}")
         items = raw if isinstance(raw, list) else [raw]
         if len(items) > settings.max_events_per_request:
-            return _reply(400, [], f"{len(items)} events in one request; the limit is "
-                          f"{settings.max_events_per_request}")
+            return _reply(
+                400,
+                [],
+                f"{len(items)} events in one request; the limit is "
+                f"{settings.max_events_per_request}",
+            )
         client_ = state["client"]
         try:
-            events = [parse_event(item, index=i if isinstance(raw, list) else None)
-                      for i, item in enumerate(items)]
+            events = [
+                parse_event(item, index=i if isinstance(raw, list) else None)
+                for i, item in enumerate(items)
+            ]
             accepted = client_.prepare(
                 events, internal_ids=seeded_ids(request.headers.get(SEED_HEADER), len(events))
             )

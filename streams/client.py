@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from functools import partial
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -179,7 +179,9 @@ class Client:
             )
         return [e.internal_id or "" for e in accepted]
 
-    def send(self, events: EventLike | Iterable[EventLike], *, timeout: float | None = None) -> list[str]:
+    def send(
+        self, events: EventLike | Iterable[EventLike], *, timeout: float | None = None
+    ) -> list[str]:
         """Send events; returns their ids once the broker acknowledged every one."""
         ids: list[str] = []
         accepted = self.prepare(events)
@@ -205,7 +207,9 @@ class Client:
         accepted = self.prepare(events)
         return await self.send_accepted_async(accepted, timeout=timeout)
 
-    async def send_accepted_async(self, accepted: list[Event], *, timeout: float | None = None) -> list[str]:
+    async def send_accepted_async(
+        self, accepted: list[Event], *, timeout: float | None = None
+    ) -> list[str]:
         """Write already-accepted events (see :meth:`prepare`) without blocking the loop."""
         ids: list[str] = []
         timeout = timeout or self._default_timeout

@@ -53,9 +53,13 @@ class Event(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         if not value or not value.strip():
-            raise ValueError("the event name is empty: give the event a name like 'app/user.created'")
+            raise ValueError(
+                "the event name is empty: give the event a name like 'app/user.created'"
+            )
         if len(value) > MAX_NAME_LENGTH:
-            raise ValueError(f"the event name is {len(value)} characters; the limit is {MAX_NAME_LENGTH}")
+            raise ValueError(
+                f"the event name is {len(value)} characters; the limit is {MAX_NAME_LENGTH}"
+            )
         return value
 
     @field_validator("data", mode="before")
@@ -111,7 +115,9 @@ def parse_event(raw: Any, *, index: int | None = None) -> Event:
     """Validate one raw JSON value as an :class:`Event`; errors name the field."""
     where = f"event {index}: " if index is not None else ""
     if not isinstance(raw, dict):
-        raise EventValidationError(f"{where}an event must be a JSON object, got {type(raw).__name__}")
+        raise EventValidationError(
+            f"{where}an event must be a JSON object, got {type(raw).__name__}"
+        )
     try:
         return Event.model_validate(raw)
     except ValidationError as exc:
@@ -173,6 +179,4 @@ def seeded_ids(seed: str | None, count: int) -> list[str] | None:
         return None
     if not 0 <= millis < 2**48 or entropy >= 2**80:
         return None
-    return [
-        str(ULID.from_int((millis << 80) | ((entropy + i) % 2**80))) for i in range(count)
-    ]
+    return [str(ULID.from_int((millis << 80) | ((entropy + i) % 2**80))) for i in range(count)]

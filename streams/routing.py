@@ -104,7 +104,11 @@ def route(
 ) -> Decision:
     """Decide the runs ``event`` starts, given what is remembered of its ``id``."""
     internal_id = event.internal_id or event.key
-    live = entry if entry and entry.epoch == epoch and now_ms - entry.first_seen_ms < window_ms else None
+    live = (
+        entry
+        if entry and entry.epoch == epoch and now_ms - entry.first_seen_ms < window_ms
+        else None
+    )
     redelivery = live is not None and live.internal_id == internal_id
     already = set(live.functions) if live and not redelivery else set()
 

@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     #: How long event ids and idempotency keys deduplicate.
     dedup_window: timedelta = timedelta(hours=24)
 
+    # --- Workers -------------------------------------------------------------------
+    #: How long an agent keeps applying a run's effects inline before it detaches
+    #: the run (its later effects then come back through the run journal).
+    inline_budget_ms: float = Field(default=5.0, ge=0)
+    #: Runs executing at once in one worker (sleeping runs do not count).
+    max_active_runs: int = Field(default=10_000, ge=1)
+    #: Multiplies retry backoff delays (tests use a small value).
+    retry_backoff_scale: float = Field(default=1.0, ge=0)
+    #: How often due timers are looked for.
+    timer_tick_ms: float = Field(default=10.0, gt=0)
+
     @field_validator("event_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
@@ -95,6 +106,11 @@ class Settings(BaseSettings):
                 "no Kafka broker configured: set STEPLOG_BOOTSTRAP_SERVERS, "
                 f"or start the local one with `steplog kafka start` (looked in {self.broker_file})"
             ) from None
+        if not record.get("pid"):
+            raise ConfigError(
+                f"the local broker recorded in {self.broker_file} is stopped: start it with "
+                "`steplog kafka start` (or set STEPLOG_BOOTSTRAP_SERVERS)"
+            )
         bootstrap = str(record["bootstrap"])
         log.info("using the local broker at %s (recorded in %s)", bootstrap, self.broker_file)
         return bootstrap

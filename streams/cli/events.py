@@ -50,7 +50,9 @@ def tail(
     name: Annotated[
         str | None, typer.Option("--name", help="Only events whose name matches (glob: app/*)")
     ] = None,
-    topic: Annotated[str, typer.Option("--topic", help="Topic to read (without prefix)")] = "events",
+    topic: Annotated[
+        str, typer.Option("--topic", help="Topic to read (without prefix)")
+    ] = "events",
     max_events: Annotated[int | None, typer.Option("--max", help="Stop after N events")] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -80,7 +82,7 @@ def tail(
             where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
             try:
                 event = codec.decode(msg.value() or b"")
-            except Exception as exc:  # noqa: BLE001 - show undecodable records, keep tailing
+            except Exception as exc:
                 console.print(f"[red]{where} undecodable:[/red] {exc}")
                 continue
             if name and not fnmatch.fnmatchcase(event.name, name):

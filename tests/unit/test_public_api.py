@@ -5,10 +5,28 @@ from __future__ import annotations
 import streams
 
 EXPECTED = {
-    "App", "Client", "Context", "Event", "Settings", "TriggerEvent", "TriggerCron",
-    "Concurrency", "Throttle", "RateLimit", "Debounce", "Priority", "Batch", "Singleton",
-    "Cancel", "Timeouts", "StreamsError", "NonRetriableError", "RetryAfterError",
-    "StepError", "decode", "testing",
+    "App",
+    "Client",
+    "Context",
+    "Event",
+    "Settings",
+    "TriggerEvent",
+    "TriggerCron",
+    "Concurrency",
+    "Throttle",
+    "RateLimit",
+    "Debounce",
+    "Priority",
+    "Batch",
+    "Singleton",
+    "Cancel",
+    "Timeouts",
+    "StreamsError",
+    "NonRetriableError",
+    "RetryAfterError",
+    "StepError",
+    "decode",
+    "testing",
 }
 
 

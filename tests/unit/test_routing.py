@@ -67,8 +67,14 @@ def test_duplicate_id_starts_no_run_within_the_window() -> None:
 
 def test_duplicate_still_starts_a_function_that_had_not_run_for_the_id() -> None:
     first = route(ev(id="x"), [Fn("s-a", "app/a")], None, epoch=0, now_ms=1, window_ms=WINDOW)
-    dup = route(ev(id="x"), [Fn("s-a", "app/a"), Fn("s-new", "app/a")], first.dedup,
-                epoch=0, now_ms=2, window_ms=WINDOW)
+    dup = route(
+        ev(id="x"),
+        [Fn("s-a", "app/a"), Fn("s-new", "app/a")],
+        first.dedup,
+        epoch=0,
+        now_ms=2,
+        window_ms=WINDOW,
+    )
     assert [s.function for s in dup.starts] == ["s-new"]
     assert dup.dedup is not None and dup.dedup.functions == ["s-a", "s-new"]
 

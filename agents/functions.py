@@ -1,0 +1,465 @@
+"""One Faust agent per user function: runs its runs, durably.
+
+The function's topic is the runs' journal: ``start`` records (from the router),
+``effect`` records (effects of a run that finished outside the agent loop),
+``wake`` records (timers) and ``resume`` markers (after a rebalance). Every
+record of a run is keyed by its routing key (the concurrency key, or the run
+id), so one run lives on one partition and the table writes it causes land in
+that partition's RocksDB database and changelog.
+
+Execution is a hybrid (see docs/runtime.md): when a record activates a run, the
+agent pumps the run's effects *inline* for a short budget, applying them to the
+table inside the stream iteration. A run that finishes within the budget costs
+one table write (its final state) plus its system events. A run still busy when
+the budget ends is detached: a forwarder task sends its later effects through
+the journal, and the agent applies them when it reads them back. Either way the
+run's coroutine stays in memory between steps, so a run never re-executes from
+the top except after a restart, a rebalance or a timer (retry backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agents.store import TableState
+from agents.timers import PREFIX as TIMER_PREFIX
+from agents.timers import PartitionTimers, due_of, timer_key
+from streams.app import Function
+from streams.core import (
+    Effect,
+    EventsSent,
+    Memo,
+    RunCompleted,
+    RunDriver,
+    RunFailed,
+    RunInput,
+    RunSuspended,
+    StepCompleted,
+    StepFailed,
+    apply_effect,
+    effect_from_dict,
+    effect_to_dict,
+)
+from streams.event import Event
+from streams.serde.internal import JsonBodyCodec
+
+if TYPE_CHECKING:
+    from agents.worker import Worker
+
+log = logging.getLogger(__name__)
+
+RUN_RECORDS = JsonBodyCodec("steplog.RunRecord")
+
+RUN = b"r"  # r<run id>            -> run state
+ACTIVE = b"a"  # a<run id>         -> marker: running when last persisted (resume it)
+MEMO = b"m"  # m<run id>|<step>    -> memo
+
+
+def memo_prefix(run_id: str) -> bytes:
+    return MEMO + run_id.encode() + b"|"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ActiveRun:
+    """A run whose coroutine lives in this worker."""
+
+    run_id: str
+    key: bytes
+    partition: int
+    state: dict[str, Any]
+    driver: RunDriver
+    memos: dict[str, Memo] = field(default_factory=dict)
+    #: Memos produced inline and not yet written (skipped if the run ends in the pump).
+    unwritten: list[Memo] = field(default_factory=list)
+    persisted: bool = False
+    detached: bool = False
+    forwarder: asyncio.Task[None] | None = None
+
+
+class FunctionRuntime:
+    """The agent, table and timers of one user function."""
+
+    def __init__(self, worker: Worker, fn: Function) -> None:
+        self.worker = worker
+        self.fn = fn
+        self.slug = fn.slug
+        app = worker.faust
+        settings = worker.settings
+        base = f"steplog-{worker.app.app_id}-fn-{fn.fn_id}"
+        self.topic = app.topic(
+            settings.topic(base),
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            config=worker.topic_config,
+        )
+        self.table = app.Table(
+            f"{fn.fn_id}-state",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            changelog_topic=app.topic(
+                settings.topic(f"{base}-state-changelog"),
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=settings.partitions,
+                compacting=True,
+                config=worker.topic_config,
+            ),
+            options=worker.rocksdb_options,
+        )
+        self.state = TableState(self.table)
+        self.active: dict[str, ActiveRun] = {}
+        self.timers: dict[int, PartitionTimers] = {}
+        app.agent(self.topic, name=f"steplog-fn-{fn.fn_id}")(self._agent)
+
+    # --- the agent loop -----------------------------------------------------------
+
+    async def _agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                kind, body, rec = RUN_RECORDS.decode(event.value)
+            except Exception:
+                log.exception(
+                    "%s[%s]@%s: undecodable journal record", msg.topic, msg.partition, msg.offset
+                )
+                continue
+            try:
+                await self._handle(kind, rec["run_id"], body, msg.partition, msg.key or b"")
+            except Exception:
+                log.exception(
+                    "%s[%s]@%s: %s record of run %s failed",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    kind,
+                    rec["run_id"],
+                )
+
+    async def _handle(self, kind: str, run_id: str, body: Any, partition: int, key: bytes) -> None:
+        if kind == "start":
+            await self._start(run_id, body, partition, key)
+        elif kind == "effect":
+            await self._journaled_effect(run_id, body, partition)
+        elif kind == "wake":
+            await self._wake(body, partition)
+        elif kind == "resume":
+            await self._resume(partition)
+        else:
+            log.warning("run %s: unknown journal record kind %r", run_id, kind)
+
+    # --- starting and activating runs ---------------------------------------------
+
+    async def _start(self, run_id: str, body: Any, partition: int, key: bytes) -> None:
+        if self.state.get(RUN + run_id.encode()) is not None or run_id in self.active:
+            return  # a re-delivered start: the run exists already
+        state = {
+            "status": "running",
+            "function_id": self.slug,
+            "key": key.decode(),
+            "event": body["event"],
+            "attempt": 0,
+            "started_ms": now_ms(),
+        }
+        await self._activate(run_id, state, {}, partition, key)
+
+    async def _activate(
+        self,
+        run_id: str,
+        state: dict[str, Any],
+        memos: dict[str, Memo],
+        partition: int,
+        key: bytes,
+    ) -> None:
+        await self.worker.slots.acquire()
+        event = Event.model_validate(state["event"])
+        driver = self.fn.driver(
+            RunInput(run_id, self.slug, event, (), int(state.get("attempt", 0))),
+            memos,
+            retry=self.worker.retry_policy(self.fn),
+            executor=self.worker.executor,
+        )
+        run = ActiveRun(
+            run_id, key, partition, state, driver, dict(memos), persisted="persisted" in state
+        )
+        self.active[run_id] = run
+        driver.start()
+        await self._pump(run)
+
+    async def _pump(self, run: ActiveRun) -> None:
+        """Apply the run's effects inline for up to the budget, then detach it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.worker.inline_budget
+        while run.run_id in self.active:
+            try:
+                effect = await run.driver.next_effect(max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                break
+            if effect is None:
+                self._release(run)
+                return
+            await self._apply(run, effect)
+        if run.run_id not in self.active:
+            return
+        # Still busy: make what it did so far durable, then forward the rest.
+        self._persist(run, active=True)
+        run.detached = True
+        run.forwarder = asyncio.ensure_future(self._forward(run))
+
+    async def _forward(self, run: ActiveRun) -> None:
+        """Send a detached run's effects through the journal, in order."""
+        try:
+            async for effect in run.driver.effects():
+                await self._journal(
+                    run.key, run.partition, "effect", run.run_id, effect_to_dict(effect)
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "run %s: could not forward its effects; it resumes on restart", run.run_id
+            )
+
+    async def _journal(self, key: bytes, partition: int, kind: str, run_id: str, body: Any) -> None:
+        value = RUN_RECORDS.encode(kind, body, run_id=run_id, at_ms=now_ms())
+        await self.topic.send(key=key, value=value, partition=partition)
+
+    # --- applying effects -----------------------------------------------------------
+
+    async def _journaled_effect(self, run_id: str, body: Any, partition: int) -> None:
+        run = self.active.get(run_id)
+        if run is None:
+            run = self._stub(run_id, partition)
+            if run is None:
+                return  # the run ended already (a duplicate effect)
+        await self._apply(run, effect_from_dict(body), journaled=True)
+
+    def _stub(self, run_id: str, partition: int) -> ActiveRun | None:
+        """An ActiveRun without a coroutine, to apply effects of a run gone from memory."""
+        state = self.state.get(RUN + run_id.encode())
+        if state is None or state["status"] in ("completed", "failed", "cancelled"):
+            return None
+        memos = self._load_memos(partition, run_id)
+        return ActiveRun(
+            run_id,
+            state["key"].encode(),
+            partition,
+            state,
+            driver=None,  # type: ignore[arg-type]
+            memos=memos,
+            persisted=True,
+        )
+
+    async def _apply(self, run: ActiveRun, effect: Effect, *, journaled: bool = False) -> None:
+        if isinstance(effect, StepCompleted | StepFailed):
+            memo = apply_effect(run.memos, effect)
+            if memo is not None:
+                if journaled:
+                    self._write_memo(run, memo)
+                else:
+                    run.unwritten.append(memo)
+        elif isinstance(effect, EventsSent):
+            for sent in effect.events:
+                await self.worker.send_event(sent)
+        elif isinstance(effect, RunCompleted):
+            await self._finish(run, "completed", result=effect.result)
+        elif isinstance(effect, RunFailed):
+            if effect.retry_at_ms is None:
+                await self._finish(run, "failed", error=effect.error.to_dict())
+            else:
+                run.state["attempt"] = effect.attempt + 1
+                self._suspend(run, effect.retry_at_ms, "retry")
+        elif isinstance(effect, RunSuspended):
+            self._suspend(run, effect.wake_at_ms, effect.reason)
+
+    def _write_memo(self, run: ActiveRun, memo: Memo) -> None:
+        self.state.put(memo_prefix(run.run_id) + memo.step_id.encode(), "memo", memo.to_dict())
+
+    def _persist(self, run: ActiveRun, *, active: bool) -> None:
+        """Write the run's state and its unwritten memos (it outlives this pump)."""
+        for memo in run.unwritten:
+            self._write_memo(run, memo)
+        run.unwritten.clear()
+        run.state["persisted"] = True
+        self.state.put(RUN + run.run_id.encode(), "run", run.state)
+        if active:
+            self.state.put(ACTIVE + run.run_id.encode(), "run", {"key": run.state["key"]})
+        elif run.persisted:
+            self.state.delete(ACTIVE + run.run_id.encode())
+        run.persisted = True
+
+    def _suspend(self, run: ActiveRun, wake_at_ms: int | None, reason: str) -> None:
+        run.state["status"] = "sleeping" if reason not in ("retry",) else "waiting"
+        self._persist(run, active=False)
+        if wake_at_ms is not None:
+            self._set_timer(run.partition, wake_at_ms, run.run_id, "wake", run.state["key"])
+        self._release(run)
+        self.worker.history(run, self.slug)
+
+    async def _finish(
+        self,
+        run: ActiveRun,
+        status: str,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        ended = now_ms()
+        if run.persisted:
+            for key, _ in list(self.state.scan(run.partition, memo_prefix(run.run_id))):
+                self.state.delete(key)
+            self.state.delete(ACTIVE + run.run_id.encode())
+        run.unwritten.clear()
+        run.state.update({"status": status, "ended_ms": ended})
+        final = {
+            k: run.state[k]
+            for k in ("status", "function_id", "key", "started_ms", "ended_ms", "attempt")
+        }
+        self.state.put(RUN + run.run_id.encode(), "run", final)
+        retention = int(self.worker.settings.run_retention.total_seconds() * 1000)
+        self._set_timer(run.partition, ended + retention, run.run_id, "expire", run.state["key"])
+        self._release(run)
+        await self.worker.system_events(self.slug, run, status, result=result, error=error)
+        self.worker.history(run, self.slug, result=result, error=error)
+
+    def _release(self, run: ActiveRun) -> None:
+        if self.active.pop(run.run_id, None) is not None:
+            self.worker.slots.release()
+
+    # --- timers ---------------------------------------------------------------------
+
+    def _set_timer(self, partition: int, due_ms: int, run_id: str, kind: str, key: str) -> None:
+        tkey = timer_key(due_ms, run_id, kind)
+        self.state.put(tkey, "timer", {"run_id": run_id, "kind": kind, "key": key})
+        self.timers.setdefault(partition, PartitionTimers()).add(tkey)
+
+    async def fire_due(self, now: int, window_ms: int) -> None:
+        """Send wake records for due timers; slide each partition's loaded window."""
+        for partition, timers in list(self.timers.items()):
+            if not timers.ready:
+                continue
+            if timers.loaded_until_ms < now + window_ms // 2:
+                until = now + window_ms
+                start = TIMER_PREFIX + b"%013d" % (timers.loaded_until_ms + 1)
+                keys = [
+                    k
+                    for k, _ in self.state.scan(
+                        partition, start, TIMER_PREFIX + b"%013d" % (until + 1)
+                    )
+                ]
+                timers.load(keys, until)
+            for tkey in timers.pop_due(now):
+                body = self.state.get(tkey)
+                if body is None:
+                    timers.discard(tkey)
+                    continue
+                await self._journal(
+                    body["key"].encode(),
+                    partition,
+                    "wake",
+                    body["run_id"],
+                    {"timer": tkey.decode()},
+                )
+
+    async def _wake(self, body: Any, partition: int) -> None:
+        tkey = body["timer"].encode()
+        timer = self.state.get(tkey)
+        self.timers.setdefault(partition, PartitionTimers()).discard(tkey)
+        if timer is None:
+            return  # fired twice (a restart between firing and applying)
+        self.state.delete(tkey)
+        run_id = timer["run_id"]
+        if timer["kind"] == "expire":
+            self._expire(partition, run_id)
+            return
+        state = self.state.get(RUN + run_id.encode())
+        if (
+            state is None
+            or run_id in self.active
+            or state["status"] in ("completed", "failed", "cancelled")
+        ):
+            return
+        state["status"] = "running"
+        await self._activate(
+            run_id, state, self._load_memos(partition, run_id), partition, state["key"].encode()
+        )
+
+    def _expire(self, partition: int, run_id: str) -> None:
+        """Retention is over: forget everything about a finished run."""
+        for key, _ in list(self.state.scan(partition, memo_prefix(run_id))):
+            self.state.delete(key)
+        self.state.delete(ACTIVE + run_id.encode())
+        self.state.delete(RUN + run_id.encode())
+
+    def _load_memos(self, partition: int, run_id: str) -> dict[str, Memo]:
+        prefix = memo_prefix(run_id)
+        return {
+            key[len(prefix) :].decode(): Memo.from_dict(body)
+            for key, body in self.state.scan(partition, prefix)
+        }
+
+    # --- rebalances -----------------------------------------------------------------
+
+    async def send_resume(self, partitions: set[int]) -> None:
+        """Ask the agent to resume partitions once it has read up to this point."""
+        for p in partitions:
+            await self._journal(b"", p, "resume", "", {})
+
+    async def _resume(self, partition: int) -> None:
+        timers = self.timers.setdefault(partition, PartitionTimers())
+        if not timers.ready:
+            timers.heap.clear()
+            timers.loaded_until_ms = -1
+            timers.ready = True
+        for key, body in list(self.state.scan(partition, ACTIVE)):
+            run_id = key[1:].decode()
+            if run_id in self.active:
+                continue
+            state = self.state.get(RUN + run_id.encode())
+            if state is None or state["status"] != "running":
+                self.state.delete(key)
+                continue
+            log.info(
+                "run %s: resuming on %s[%s] from its memos",
+                run_id,
+                self.topic.get_topic_name(),
+                partition,
+            )
+            await self._activate(
+                run_id, state, self._load_memos(partition, run_id), partition, body["key"].encode()
+            )
+
+    def revoke(self, partitions: set[int]) -> None:
+        """Stop runs of partitions this worker lost; their new owner resumes them."""
+        for run in list(self.active.values()):
+            if run.partition in partitions:
+                if run.forwarder is not None:
+                    run.forwarder.cancel()
+                run.driver.cancel()
+                self._release(run)
+        for p in partitions:
+            self.timers.pop(p, None)
+
+    async def stop(self) -> None:
+        for run in list(self.active.values()):
+            if run.forwarder is not None:
+                run.forwarder.cancel()
+                with contextlib.suppress(BaseException):
+                    await run.forwarder
+            run.driver.cancel()
+        self.active.clear()
+
+
+Sender = Callable[[Event], Awaitable[None]]
+_ = due_of
