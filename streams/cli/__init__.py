@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from streams.cli import events, kafka, serve
+from streams.cli import events, kafka, runs, serve
 
 app = typer.Typer(
     name="steplog",
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.add_typer(kafka.app, name="kafka", help="Run the embedded single-node Apache Kafka broker.")
 app.add_typer(kafka.topics_app, name="topics", help="Create steplog's topics.")
 app.add_typer(events.events_app, name="events", help="Read the events topic.")
+app.add_typer(runs.runs_app, name="runs", help="Inspect runs (status, steps, outputs).")
 events.register(app)
 serve.register(app)
 
