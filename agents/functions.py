@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,7 @@ RUN_RECORDS = JsonBodyCodec("steplog.RunRecord")
 RUN = b"r"  # r<run id>            -> run state
 ACTIVE = b"a"  # a<run id>         -> marker: running when last persisted (resume it)
 MEMO = b"m"  # m<run id>|<step>    -> memo
+IDEMPOTENCY = b"i"  # i<hash of value> -> the run that holds an idempotency key
 
 
 def memo_prefix(run_id: str) -> bytes:
@@ -164,6 +166,10 @@ class FunctionRuntime:
     async def _start(self, run_id: str, body: Any, partition: int, key: bytes) -> None:
         if self.state.get(RUN + run_id.encode()) is not None or run_id in self.active:
             return  # a re-delivered start: the run exists already
+        if body.get("idempotency") is not None and not self._first_for_key(
+            run_id, body["idempotency"], partition, key
+        ):
+            return
         state = {
             "status": "running",
             "function_id": self.slug,
@@ -337,11 +343,33 @@ class FunctionRuntime:
         if self.active.pop(run.run_id, None) is not None:
             self.worker.slots.release()
 
+    def _first_for_key(self, run_id: str, value: str, partition: int, key: bytes) -> bool:
+        """Claim an idempotency key for ``run_id``; False if a run holds it already."""
+        ikey = IDEMPOTENCY + hashlib.sha256(value.encode()).hexdigest()[:32].encode()
+        held = self.state.get(ikey)
+        if held is not None and held["run_id"] != run_id:
+            log.info(
+                "%s: idempotency key %r already started run %s; skipping run %s",
+                self.slug,
+                value,
+                held["run_id"],
+                run_id,
+            )
+            return False
+        window = int(self.worker.settings.dedup_window.total_seconds() * 1000)
+        self.state.put(ikey, "idem", {"run_id": run_id, "at_ms": now_ms()})
+        self._set_timer(
+            partition, now_ms() + window, run_id, "idempotency", key.decode(), ikey=ikey.decode()
+        )
+        return True
+
     # --- timers ---------------------------------------------------------------------
 
-    def _set_timer(self, partition: int, due_ms: int, run_id: str, kind: str, key: str) -> None:
+    def _set_timer(
+        self, partition: int, due_ms: int, run_id: str, kind: str, key: str, **extra: str
+    ) -> None:
         tkey = timer_key(due_ms, run_id, kind)
-        self.state.put(tkey, "timer", {"run_id": run_id, "kind": kind, "key": key})
+        self.state.put(tkey, "timer", {"run_id": run_id, "kind": kind, "key": key, **extra})
         self.timers.setdefault(partition, PartitionTimers()).add(tkey)
 
     async def fire_due(self, now: int, window_ms: int) -> None:
@@ -382,6 +410,9 @@ class FunctionRuntime:
         run_id = timer["run_id"]
         if timer["kind"] == "expire":
             self._expire(partition, run_id)
+            return
+        if timer["kind"] == "idempotency":
+            self.state.delete(timer["ikey"].encode())
             return
         state = self.state.get(RUN + run_id.encode())
         if (

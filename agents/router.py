@@ -110,9 +110,10 @@ class Router:
             event, self.functions, entry, epoch=epoch, now_ms=now, window_ms=self.window_ms
         )
         if decision.starts:
-            body = {"event": event.model_dump()}
+            body: dict[str, Any] = {"event": event.model_dump()}
             for start in decision.starts:
                 runtime = self.worker.runtimes[start.function]
+                body["idempotency"] = start.idempotency
                 await runtime.topic.send(
                     key=start.key.encode(),
                     value=RUN_RECORDS.encode("start", body, run_id=start.run_id, at_ms=now),

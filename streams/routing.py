@@ -37,6 +37,8 @@ class Routable(Protocol):
 
     def run_key(self, event: Event) -> str | None: ...
 
+    def idempotency_key(self, event: Event) -> str | None: ...
+
 
 def run_id(internal_id: str, function: str, epoch: int = 0) -> str:
     """The deterministic run id of ``function``'s run for one accepted event."""
@@ -78,11 +80,18 @@ class DedupEntry:
 
 @dataclass(frozen=True)
 class Start:
-    """Start ``function``'s run ``run_id``; ``key`` picks its partition."""
+    """Start ``function``'s run ``run_id``; ``key`` picks its partition.
+
+    ``idempotency`` is the value of the function's idempotency expression: the
+    function agent starts at most one run per value per dedup window. Without a
+    concurrency key such starts are keyed by that value, so they meet on one
+    partition.
+    """
 
     function: str
     run_id: str
     key: str
+    idempotency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,9 @@ def route(
         if fn.slug in already or not fn.matches(event):
             continue
         rid = run_id(internal_id, fn.slug, epoch)
-        starts.append(Start(fn.slug, rid, fn.run_key(event) or rid))
+        idem = fn.idempotency_key(event)
+        key = fn.run_key(event) or (f"idempotency:{idem}" if idem is not None else rid)
+        starts.append(Start(fn.slug, rid, key, idem))
 
     if redelivery:
         # Same record again (crash re-delivery): same run ids; the agents drop repeats.

@@ -29,8 +29,9 @@ def ledger(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def worker(settings: Settings, app_id: str, tmp_path: Path, ledger: Path) -> Iterator[WorkerProc]:
-    proc = WorkerProc(settings, "tests.apps.patterns:app", app_id, tmp_path / "w1",
-                      TEST_LEDGER=str(ledger)).start()
+    proc = WorkerProc(
+        settings, "tests.apps.patterns:app", app_id, tmp_path / "w1", TEST_LEDGER=str(ledger)
+    ).start()
     yield proc
     proc.stop()
 
@@ -46,8 +47,9 @@ def slug(app_id: str, fn_id: str) -> str:
     return f"{app_id}-{fn_id}"
 
 
-def test_command_and_fan_out(worker: WorkerProc, watch: Watch, settings: Settings,
-                             app_id: str) -> None:
+def test_command_and_fan_out(
+    worker: WorkerProc, watch: Watch, settings: Settings, app_id: str
+) -> None:
     with Client(settings) as client:
         client.send({"name": "app/auth.sign-up", "data": {"email": "a@b.c"}})
         [event_id] = client.send({"name": "app/user.signed-up", "data": {"userId": "u1"}})
@@ -65,8 +67,9 @@ def test_command_and_fan_out(worker: WorkerProc, watch: Watch, settings: Setting
     assert w.data["run_id"] != r.data["run_id"]
 
 
-def test_choreography_chains_send_event(worker: WorkerProc, watch: Watch, settings: Settings,
-                                        app_id: str, ledger: Path) -> None:
+def test_choreography_chains_send_event(
+    worker: WorkerProc, watch: Watch, settings: Settings, app_id: str, ledger: Path
+) -> None:
     with Client(settings) as client:
         client.send({"name": "shop/order.placed", "data": {"orderId": "o-7"}})
     [shipped] = watch.wait_for(finished(slug(app_id, "ship")))
@@ -83,8 +86,11 @@ def test_undecodable_records_go_to_the_dead_letter_topic(
         producer.produce(settings.topic("events"), b"\xc3\x01garbage", key=b"k1")
         producer.produce(settings.topic("events"), b'{"data": {}}', key=b"k2")
         # a plain JSON producer works too (no id: derived from the key)
-        producer.produce(settings.topic("events"),
-                         b'{"name": "app/auth.sign-up", "data": {"email": "json@x"}}', key=b"k3")
+        producer.produce(
+            settings.topic("events"),
+            b'{"name": "app/auth.sign-up", "data": {"email": "json@x"}}',
+            key=b"k3",
+        )
         producer.flush(10)
         dlq.wait_for(lambda e: True, count=0, timeout=1)
         deadline_msgs = _wait_raw(dlq, 2)
@@ -149,3 +155,28 @@ def test_run_history_lists_runs_with_their_steps(
     assert names == ["step-0", "step-1", "step-2"]
     assert all(s["ended_ms"] >= s["started_ms"] > 0 for s in run["body"]["steps"])
     assert run["body"]["result"] == 3
+
+
+def test_event_id_dedup_and_idempotency_key(
+    worker: WorkerProc, watch: Watch, settings: Settings, app_id: str
+) -> None:
+    with Client(settings) as client:
+        first = client.send({"name": "app/auth.sign-up", "id": "signup-1",
+                             "data": {"email": "x@y"}})
+        again = client.send({"name": "app/auth.sign-up", "id": "signup-1",
+                             "data": {"email": "x@y"}})
+        assert first != again  # each accepted event has its own internal id
+        client.send([{"name": "test/idem", "data": {"userId": "u9"}},
+                     {"name": "test/idem", "data": {"userId": "u9"}},
+                     {"name": "test/idem", "data": {"userId": "u10"}}])
+        client.send({"name": "test/multi", "data": {"steps": 1, "step_seconds": 0}})
+    # the last event finishing after the others shows they were all routed
+    watch.wait_for(finished(slug(app_id, "multi-step")))
+    watch.wait_for(finished(slug(app_id, "idempotent")), count=2)
+    watch.wait_for(finished(slug(app_id, "send-welcome-email")))
+    import time
+
+    time.sleep(2)
+    assert len(watch.matching(finished(slug(app_id, "send-welcome-email")))) == 1
+    results = sorted(e.data["result"] for e in watch.matching(finished(slug(app_id, "idempotent"))))
+    assert results == ["charged u10", "charged u9"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -38,8 +39,9 @@ def worker_env(settings: Settings, app_id: str, **extra: str) -> dict[str, str]:
 class WorkerProc:
     """``steplog worker TARGET`` in a subprocess with its own data dir and log file."""
 
-    def __init__(self, settings: Settings, target: str, app_id: str, data_dir: Path,
-                 **env: str) -> None:
+    def __init__(
+        self, settings: Settings, target: str, app_id: str, data_dir: Path, **env: str
+    ) -> None:
         self.target = target
         self.data_dir = data_dir
         self.log = data_dir / "worker.log"
@@ -51,7 +53,10 @@ class WorkerProc:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", self.target, "-l", "info"],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         if wait:
             self.wait_ready(timeout)
@@ -99,12 +104,16 @@ class Watch:
         self.raw: list[Any] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.consumer = Consumer(settings.kafka_config(**{
-            "group.id": f"test-watch-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "topic.metadata.refresh.interval.ms": 500,
-        }))
+        self.consumer = Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": f"test-watch-{uuid.uuid4().hex[:8]}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                    "topic.metadata.refresh.interval.ms": 500,
+                }
+            )
+        )
         self.consumer.subscribe([settings.topic(t) for t in topics])
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -118,7 +127,7 @@ class Watch:
                 self.raw.append(msg)
                 try:
                     self.events.append((msg.topic(), self.codec.decode(msg.value())))
-                except Exception:  # noqa: BLE001 - keep undecodable ones in raw
+                except Exception:
                     pass
         self.consumer.close()
 
@@ -126,8 +135,9 @@ class Watch:
         with self._lock:
             return [e for _, e in self.events if pred(e)]
 
-    def wait_for(self, pred: Callable[[Event], bool], count: int = 1,
-                 timeout: float = 60.0) -> list[Event]:
+    def wait_for(
+        self, pred: Callable[[Event], bool], count: int = 1, timeout: float = 60.0
+    ) -> list[Event]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.matching(pred)

@@ -40,8 +40,11 @@ def read_history(settings: Settings, app_id: str | None = None) -> dict[str, dic
 
     codec = RecordCodec("steplog.RunHistory")
     runs: dict[str, dict[str, Any]] = {}
-    consumer = Consumer(settings.kafka_config(**{
-        "group.id": f"steplog-runs-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}))
+    consumer = Consumer(
+        settings.kafka_config(
+            **{"group.id": f"steplog-runs-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+        )
+    )
     try:
         assignment, ends = [], {}
         for topic in history_topics(settings, app_id):
@@ -90,17 +93,27 @@ def list_runs(
     """List recent runs, newest first."""
     runs = read_history(load_settings(data_dir), app_id)
     rows = [
-        r for r in runs.values()
+        r
+        for r in runs.values()
         if (not status or r["status"] == status)
-        and (not function or r["function_id"] == function
-             or r["function_id"].endswith(f"-{function}"))
+        and (
+            not function
+            or r["function_id"] == function
+            or r["function_id"].endswith(f"-{function}")
+        )
     ]
     rows.sort(key=lambda r: r["run_id"], reverse=True)
     table = Table("run id", "function", "status", "attempt", "started", "ended")
     for r in rows[:limit]:
         body = r["body"]
-        table.add_row(r["run_id"], r["function_id"], r["status"], str(body.get("attempt", 0)),
-                      _when(body.get("started_ms")), _when(body.get("ended_ms")))
+        table.add_row(
+            r["run_id"],
+            r["function_id"],
+            r["status"],
+            str(body.get("attempt", 0)),
+            _when(body.get("started_ms")),
+            _when(body.get("ended_ms")),
+        )
     console.print(table)
 
 
@@ -116,17 +129,26 @@ def show_run(
     if run is None:
         raise StreamsError(f"no run {run_id} in the run history")
     body = run["body"]
-    console.print(f"[bold]{run_id}[/bold] {run['function_id']} [bold]{run['status']}[/bold] "
-                  f"attempt {body.get('attempt', 0)}")
+    console.print(
+        f"[bold]{run_id}[/bold] {run['function_id']} [bold]{run['status']}[/bold] "
+        f"attempt {body.get('attempt', 0)}"
+    )
     event = body.get("event") or {}
     console.print(f"event {event.get('name')} id={event.get('id')}", highlight=False)
     table = Table("step", "status", "attempts", "started", "ms", "output / error")
     for step in body.get("steps", []):
         took = (step.get("ended_ms") or 0) - (step.get("started_ms") or 0)
-        detail = step.get("output") if step["status"] == "completed" else json.dumps(
-            step.get("error"))
-        table.add_row(step["name"], step["status"], str(step.get("attempts", 1)),
-                      _when(step.get("started_ms")), str(took), str(detail))
+        detail = (
+            step.get("output") if step["status"] == "completed" else json.dumps(step.get("error"))
+        )
+        table.add_row(
+            step["name"],
+            step["status"],
+            str(step.get("attempts", 1)),
+            _when(step.get("started_ms")),
+            str(took),
+            str(detail),
+        )
     console.print(table)
     if body.get("result") is not None:
         console.print(f"result: {json.dumps(body['result'])}", highlight=False)

@@ -88,7 +88,8 @@ async def gives_up(ctx: Context) -> str:
     try:
         await ctx.step.run("always-fails", _always_fails)
     except StepError as exc:
-        return await ctx.step.run("compensate", lambda: f"compensated: {exc.message}")
+        message = exc.message
+        return await ctx.step.run("compensate", lambda: f"compensated: {message}")
     return "unreachable"
 
 
@@ -132,7 +133,8 @@ async def on_fail(ctx: Context) -> str:
     return "handled " + str(ctx.event.data["error"]["message"])
 
 
-@app.function(fn_id="fails", trigger=TriggerEvent(event="test/fails"), retries=0,
-              on_failure=on_fail)
+@app.function(
+    fn_id="fails", trigger=TriggerEvent(event="test/fails"), retries=0, on_failure=on_fail
+)
 async def fails(ctx: Context) -> None:
     raise NonRetriableError("broken on purpose")

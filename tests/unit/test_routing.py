@@ -24,6 +24,9 @@ class Fn:
     def run_key(self, event: Event) -> str | None:
         return str(event.data[self.key]) if self.key else None
 
+    def idempotency_key(self, event: Event) -> str | None:
+        return None
+
 
 def ev(name: str = "app/a", id: str | None = None, at: int = 1_700_000_000_000) -> Event:
     return accept(Event(name=name, id=id, data={"user": "u1"}), at_ms=at)
