@@ -125,10 +125,8 @@ class Watch:
                 continue
             with self._lock:
                 self.raw.append(msg)
-                try:
+                with contextlib.suppress(Exception):  # undecodable ones stay in raw
                     self.events.append((msg.topic(), self.codec.decode(msg.value())))
-                except Exception:
-                    pass
         self.consumer.close()
 
     def matching(self, pred: Callable[[Event], bool]) -> list[Event]:
