@@ -76,6 +76,10 @@ class Worker:
             self.settings.topic(f"steplog-{app.app_id}-runs"), compacting=True
         )
         self.runtimes = {fn.slug: FunctionRuntime(self, fn) for fn in app.functions.values()}
+        for fn in app.functions.values():
+            if fn.concurrency:
+                log.warning("%s: concurrency keys route runs, but limits are not enforced "
+                            "by this version of steplog", fn.slug)
         self.router = Router(self)
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)

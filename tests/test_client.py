@@ -1,0 +1,51 @@
+"""streams.Client against the real broker: acks, batching, async, ids and keys."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streams import Client, Event
+from streams.errors import EventValidationError
+from streams.kafka.admin import ensure_topics
+from streams.serde import EventCodec
+from streams.settings import Settings
+from tests.kafka_helpers import read_topic, record_count
+
+pytestmark = pytest.mark.kafka
+
+
+def test_send_returns_ids_after_every_event_is_acknowledged(settings: Settings) -> None:
+    ensure_topics(settings)
+    events = [{"name": "app/bulk", "data": {"i": i}} for i in range(5_200)]  # two batches
+    with Client(settings) as client:
+        ids = client.send(events)
+    assert len(ids) == len(set(ids)) == 5_200
+    assert record_count(settings, settings.topic("events")) == 5_200
+
+
+def test_send_async_and_keys(settings: Settings) -> None:
+    ensure_topics(settings)
+
+    async def go() -> list[str]:
+        with Client(settings) as client:
+            return await client.send_async(
+                [Event(name="app/a", id="order-9", data={"x": 1}), Event(name="app/b")]
+            )
+
+    ids = asyncio.run(go())
+    records = read_topic(settings, settings.topic("events"), 2)
+    codec = EventCodec(settings)
+    decoded = {codec.decode(m.value()).name: (m.key(), codec.decode(m.value())) for m in records}
+    key_a, a = decoded["app/a"]
+    key_b, b = decoded["app/b"]
+    assert key_a == b"order-9" and a.id == "order-9" and a.internal_id == ids[0]
+    assert key_b == ids[1].encode() and b.id == ids[1]
+
+
+def test_one_invalid_event_writes_nothing(settings: Settings) -> None:
+    ensure_topics(settings)
+    with Client(settings) as client, pytest.raises(EventValidationError, match="event 1: name"):
+        client.send([{"name": "ok"}, {"name": ""}])
+    assert record_count(settings, settings.topic("events")) == 0
