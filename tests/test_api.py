@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import inngest
@@ -14,6 +15,7 @@ import pytest
 import uvicorn
 
 from connectors.api import create_app
+from streams.client import Client
 from streams.kafka.admin import ensure_topics
 from streams.serde import EventCodec
 from streams.settings import Settings
@@ -31,10 +33,13 @@ def free_port() -> int:
 class Server:
     """uvicorn serving the API in a thread, on a free local port."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client: Client | None = None) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+            create_app(settings, client=client),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -154,3 +159,42 @@ def test_kafka_failure_answers_503_with_a_clear_error(settings: Settings) -> Non
     assert r.status_code == 503
     body = r.json()
     assert body["status"] == 503 and body["ids"] == [] and "Kafka" in body["error"]
+
+
+def test_events_with_a_data_schema_are_validated_at_ingest(
+    settings: Settings, tmp_path: Path
+) -> None:
+    import shutil
+
+    repo_schemas = Path(__file__).resolve().parents[1] / "schemas"
+    for f in repo_schemas.glob("*.avsc"):
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "events").mkdir()
+    (tmp_path / "events" / "app.signup.v1.avsc").write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Signup",
+                "namespace": "app.events",
+                "fields": [{"name": "email", "type": "string"}, {"name": "age", "type": "int"}],
+            }
+        )
+    )
+    ensure_topics(settings)
+    client = Client(settings)
+    client.codec = EventCodec(settings, schemas_dir=tmp_path)
+    with Server(settings, client=client) as server:
+        bad = httpx.post(
+            f"{server.url}/e/k",
+            json={"name": "app/signup", "v": "1", "data": {"email": "a", "age": "x"}},
+        )
+        assert bad.status_code == 400 and "data.age" in bad.json()["error"], bad.text
+        good = httpx.post(
+            f"{server.url}/e/k",
+            json={"name": "app/signup", "v": "1", "data": {"email": "a", "age": 3}},
+        )
+        assert good.status_code == 200, good.text
+    client.close()
+    [record] = read_topic(settings, settings.topic("events"), 1)
+    event = client.codec.decode(record.value())
+    assert event.data == {"email": "a", "age": 3}

@@ -161,14 +161,20 @@ def test_event_id_dedup_and_idempotency_key(
     worker: WorkerProc, watch: Watch, settings: Settings, app_id: str
 ) -> None:
     with Client(settings) as client:
-        first = client.send({"name": "app/auth.sign-up", "id": "signup-1",
-                             "data": {"email": "x@y"}})
-        again = client.send({"name": "app/auth.sign-up", "id": "signup-1",
-                             "data": {"email": "x@y"}})
+        first = client.send(
+            {"name": "app/auth.sign-up", "id": "signup-1", "data": {"email": "x@y"}}
+        )
+        again = client.send(
+            {"name": "app/auth.sign-up", "id": "signup-1", "data": {"email": "x@y"}}
+        )
         assert first != again  # each accepted event has its own internal id
-        client.send([{"name": "test/idem", "data": {"userId": "u9"}},
-                     {"name": "test/idem", "data": {"userId": "u9"}},
-                     {"name": "test/idem", "data": {"userId": "u10"}}])
+        client.send(
+            [
+                {"name": "test/idem", "data": {"userId": "u9"}},
+                {"name": "test/idem", "data": {"userId": "u9"}},
+                {"name": "test/idem", "data": {"userId": "u10"}},
+            ]
+        )
         client.send({"name": "test/multi", "data": {"steps": 1, "step_seconds": 0}})
     # the last event finishing after the others shows they were all routed
     watch.wait_for(finished(slug(app_id, "multi-step")))
@@ -180,3 +186,14 @@ def test_event_id_dedup_and_idempotency_key(
     assert len(watch.matching(finished(slug(app_id, "send-welcome-email")))) == 1
     results = sorted(e.data["result"] for e in watch.matching(finished(slug(app_id, "idempotent"))))
     assert results == ["charged u10", "charged u9"]
+
+
+def test_large_outputs_and_parallel_steps(
+    worker: WorkerProc, watch: Watch, settings: Settings, app_id: str
+) -> None:
+    with Client(settings) as client:
+        client.send([{"name": "test/big"}, {"name": "test/parallel"}])
+    [big] = watch.wait_for(finished(slug(app_id, "big-output")))
+    assert big.data["result"] == 3 * 1024 * 1024
+    [par] = watch.wait_for(finished(slug(app_id, "fan-in")))
+    assert par.data["result"] == [0, 1, 4, 9]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from streams import App, Context, Event, NonRetriableError, StepError, TriggerEvent
@@ -138,3 +139,58 @@ async def on_fail(ctx: Context) -> str:
 )
 async def fails(ctx: Context) -> None:
     raise NonRetriableError("broken on purpose")
+
+
+# --- Crash safety, workers and retention tests ----------------------------------------
+@app.function(fn_id="flaky-once", trigger=TriggerEvent(event="test/flaky-once"), retries=2)
+async def flaky_once(ctx: Context) -> str:
+    """Its step fails on the first attempt only; every attempt is a ledger line."""
+
+    async def attempt() -> str:
+        marker = LEDGER.with_suffix(f".flaky-once.{ctx.run_id}")
+        n = int(marker.read_text()) if marker.exists() else 0
+        marker.write_text(str(n + 1))
+        record(f"{ctx.run_id} attempt-{n} {time.time_ns() // 1_000_000}")
+        if n < 1:
+            raise RuntimeError(f"attempt {n} failed")
+        return f"ok after {n + 1} attempts"
+
+    return await ctx.step.run("call", attempt)
+
+
+@app.function(fn_id="tracked-steps", trigger=TriggerEvent(event="test/tracked"))
+async def tracked_steps(ctx: Context) -> int:
+    """Like multi-step, but each ledger line also names the worker process."""
+    total = 0
+    for i in range(int(ctx.event.data.get("steps", 4))):
+
+        async def body(i: int = i) -> int:
+            record(f"{ctx.run_id} step-{i} pid-{os.getpid()}")
+            await asyncio.sleep(float(ctx.event.data.get("step_seconds", 0.3)))
+            return i
+
+        total += await ctx.step.run(f"step-{i}", body)
+    return total
+
+
+# --- Large step outputs travel through the journal; parallel steps ------------------
+@app.function(fn_id="big-output", trigger=TriggerEvent(event="test/big"))
+async def big_output(ctx: Context) -> int:
+    async def big() -> str:
+        await asyncio.sleep(0.05)  # long enough to detach: the output goes via the journal
+        return "x" * (3 * 1024 * 1024)
+
+    blob = await ctx.step.run("big", big)
+    return await ctx.step.run("measure", lambda: len(blob))
+
+
+@app.function(fn_id="fan-in", trigger=TriggerEvent(event="test/parallel"))
+async def fan_in(ctx: Context) -> list[int]:
+    async def part(n: int) -> int:
+        await asyncio.sleep(0.05)
+        return n * n
+
+    results = await ctx.group.parallel(
+        tuple((lambda n=n: ctx.step.run(f"part-{n}", part, n)) for n in range(4))
+    )
+    return list(results)
