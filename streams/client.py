@@ -112,6 +112,7 @@ class Client:
         self._closed.set()
         if self._poller is not None:
             self._poller.join(timeout)
+        self._producer = None  # librdkafka's threads end with the object
 
     def __enter__(self) -> Client:
         return self
