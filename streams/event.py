@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from ulid import ULID
 
 from streams.errors import EventValidationError
+from streams.ids import new_ulid, ulid_from_int
 
 MAX_NAME_LENGTH = 256
 MAX_ID_LENGTH = 1024
@@ -156,7 +156,7 @@ def accept(
         raise EventValidationError(
             f"event {event.name!r} is {len(encoded_data)} bytes; the limit is {max_bytes} bytes"
         )
-    iid = internal_id or str(ULID.from_timestamp(now / 1000))
+    iid = internal_id or new_ulid(now)
     return event.model_copy(
         update={"internal_id": iid, "id": event.id or iid, "ts": event.ts or now}
     )
@@ -179,4 +179,4 @@ def seeded_ids(seed: str | None, count: int) -> list[str] | None:
         return None
     if not 0 <= millis < 2**48 or entropy >= 2**80:
         return None
-    return [str(ULID.from_int((millis << 80) | ((entropy + i) % 2**80))) for i in range(count)]
+    return [ulid_from_int((millis << 80) | ((entropy + i) % 2**80)) for i in range(count)]
