@@ -7,10 +7,13 @@ Prints (never fails on timing):
   HTTP no-op FastAPI endpoint served the same way (uvicorn, 1 proc)  -> baseline
   HTTP, 100-event batches                                            -> events/s
 
-Usage: .venv/bin/python bench/ingest.py [--bootstrap HOST:PORT] [--seconds 5]
+Usage: .venv/bin/python bench/ingest.py [--bootstrap HOST:PORT] [--seconds 5] [--profile]
 Without --bootstrap it starts a broker of its own (steplog's embedded Kafka) in a
 temporary directory. The API server runs in its own process; the load generator
-(aiohttp) in this one.
+(aiohttp) in this one. Beside every figure: the load average and the CPU of each
+process (broker java, API server, this process, everything else) over that
+measurement. ``--profile`` runs the API server under cProfile (main thread) and
+prints its top functions (its figures are then not comparable).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,7 +42,12 @@ from streams.kafka import local
 from streams.kafka.admin import ensure_topics
 from streams.settings import Settings
 
-PAYLOAD = {"user": "u-123", "blob": "x" * 900}
+
+def payload(i: int) -> dict[str, str]:
+    """A ~1 KB event body that does not compress away (lz4 is on, as in steplog)."""
+    return {"user": f"u-{i}", "blob": os.urandom(450).hex()}
+
+
 NOOP_APP = """
 import json
 from fastapi import FastAPI, Request
@@ -58,20 +67,58 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
+def proc_cpu(pid: int) -> float:
+    """utime + stime of one process (all its threads), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_busy() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK
+
+
+class Cpu:
+    """CPU of named processes over one measurement, plus everything else on the box."""
+
+    def __init__(self, comps: dict[str, int]) -> None:
+        self.comps = comps
+        self.t0 = time.perf_counter()
+        self.load0 = os.getloadavg()[0]
+        self.before = {n: proc_cpu(p) for n, p in comps.items()}
+        self.m0 = machine_busy()
+
+    def text(self) -> str:
+        wall = time.perf_counter() - self.t0
+        used = {n: proc_cpu(p) - self.before[n] for n, p in self.comps.items()}
+        used["other"] = max(machine_busy() - self.m0 - sum(used.values()), 0.0)
+        parts = " ".join(f"{n}={100 * s / wall:.0f}%" for n, s in used.items())
+        return f"[load {self.load0:.2f}->{os.getloadavg()[0]:.2f}; cpu %of1core {parts}]"
+
+
 def bench_raw(settings: Settings, n: int) -> float:
     producer = Producer(settings.producer_config())
     topic = settings.topic("events")
-    value = json.dumps({"name": "bench/raw", "data": PAYLOAD}).encode()
+    values = [json.dumps({"name": "bench/raw", "data": payload(i)}).encode() for i in range(n)]
+    for i in range(1000):  # warm up: connection, metadata, idempotent producer id
+        producer.produce(topic, values[i], key=str(i).encode())
+    producer.flush(60)
     start = time.perf_counter()
     for i in range(n):
         while True:
             try:
-                producer.produce(topic, value, key=str(i).encode())
+                producer.produce(topic, values[i], key=str(i).encode())
                 break
             except BufferError:
                 producer.poll(0.005)
@@ -82,7 +129,7 @@ def bench_raw(settings: Settings, n: int) -> float:
 
 
 def bench_client(settings: Settings, n: int) -> float:
-    events = [{"name": "bench/client", "data": PAYLOAD} for _ in range(n)]
+    events = [{"name": "bench/client", "data": payload(i)} for i in range(n)]
     with Client(settings) as client:
         client.send(events[:100])  # warm up: connection, metadata
         start = time.perf_counter()
@@ -91,7 +138,18 @@ def bench_client(settings: Settings, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-def serve(app_code: str, port: int, settings: Settings) -> subprocess.Popen[bytes]:
+def serve(
+    app_code: str, port: int, settings: Settings, profile: str | None = None
+) -> subprocess.Popen[bytes]:
+    if profile:
+        app_code = (
+            "import atexit, cProfile, signal, sys\n"
+            "_prof = cProfile.Profile()\n"
+            f"atexit.register(lambda: (_prof.disable(), _prof.dump_stats({profile!r})))\n"
+            # uvicorn re-raises SIGTERM after its shutdown: exit normally so atexit runs
+            "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+            "_prof.enable()\n" + app_code
+        )
     env = {
         **os.environ,
         "STEPLOG_BOOTSTRAP_SERVERS": settings.resolved_bootstrap(),
@@ -156,48 +214,90 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--profile", action="store_true", help="API server under cProfile")
     args = parser.parse_args()
 
     tmp = None
     bootstrap = args.bootstrap
+    broker_pid = None
     if not bootstrap:
         tmp = tempfile.mkdtemp(prefix="steplog-bench-")
-        bootstrap = local.start(Path(tmp)).bootstrap
+        info = local.start(Path(tmp))
+        bootstrap, broker_pid = info.bootstrap, info.pid
     try:
         settings = Settings(
             bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:6]}.", partitions=8
         )
         ensure_topics(settings)
-        print(f"broker {bootstrap}; machine: {os.cpu_count()} cores; 1 KB events")
-        raw = bench_raw(settings, args.events)
-        print(f"raw confluent-kafka producer      {raw:>10,.0f} events/s   (baseline)")
+        comps = {"broker": broker_pid} if broker_pid else {}
+        comps["loadgen"] = os.getpid()
+        print(f"broker {bootstrap}; machine: {os.cpu_count()} cores; 1 KB events (random, lz4)")
+        cpu = Cpu(comps)
+        raw = bench_raw(settings, args.events * 3)
+        print(
+            f"raw confluent-kafka producer      {raw:>10,.0f} events/s   (baseline)  {cpu.text()}"
+        )
+        cpu = Cpu(comps)
         cli = bench_client(settings, args.events)
-        print(f"Client.send (batches of 5,000)    {cli:>10,.0f} events/s   {cli / raw:5.0%} of raw")
+        print(
+            f"Client.send (batches of 5,000)    {cli:>10,.0f} events/s   {cli / raw:5.0%} of raw"
+            f"  {cpu.text()}"
+        )
 
-        single = json.dumps({"name": "bench/http", "data": PAYLOAD}).encode()
-        batch = json.dumps([{"name": "bench/http", "data": PAYLOAD}] * 100).encode()
+        single = json.dumps({"name": "bench/http", "data": payload(0)}).encode()
+        batch = json.dumps(
+            [{"name": "bench/http", "data": payload(i)} for i in range(100)]
+        ).encode()
         noop_port, api_port = free_port(), free_port()
+        prof = str(Path(tempfile.gettempdir()) / f"ingest-api-{os.getpid()}.prof")
         noop = serve(NOOP_APP, noop_port, settings)
-        api = serve("from connectors.api import create_app\napp = create_app()", api_port, settings)
+        api = serve(
+            "from connectors.api import create_app\napp = create_app()",
+            api_port,
+            settings,
+            profile=prof if args.profile else None,
+        )
         try:
             c = args.concurrency
+            cpu = Cpu({**comps, "server": noop.pid})
             base, _ = bench_http(f"http://127.0.0.1:{noop_port}/e/k", single, c, args.seconds)
-            print(f"HTTP no-op endpoint (c={c})        {base:>10,.0f} req/s      (baseline)")
+            print(
+                f"HTTP no-op endpoint (c={c})        {base:>10,.0f} req/s      (baseline)"
+                f"  {cpu.text()}"
+            )
+            cpu = Cpu({**comps, "server": api.pid})
             one, err1 = bench_http(f"http://127.0.0.1:{api_port}/e/k", single, c, args.seconds)
             print(
                 f"HTTP single-event requests (c={c}) {one:>10,.0f} events/s   "
-                f"{one / base:5.0%} of no-op  errors={err1}"
+                f"{one / base:5.0%} of no-op  errors={err1}  {cpu.text()}"
             )
+            lat = {}
+            for name, port in (("no-op", noop_port), ("steplog", api_port)):
+                rate1, _ = bench_http(f"http://127.0.0.1:{port}/e/k", single, 1, 2.0)
+                lat[name] = 1e3 / rate1
+            print(
+                f"  one request at a time (c=1), mean latency: no-op {lat['no-op']:.2f} ms, "
+                f"steplog {lat['steplog']:.2f} ms (the difference ≈ Client.send's wait for "
+                "the broker's ack)"
+            )
+            cpu = Cpu({**comps, "server": api.pid})
             many, err2 = bench_http(f"http://127.0.0.1:{api_port}/e/k", batch, 8, args.seconds)
             print(
                 f"HTTP 100-event batches (c=8)      {many * 100:>10,.0f} events/s   "
-                f"({many:,.0f} req/s) errors={err2}"
+                f"({many:,.0f} req/s) errors={err2}  {cpu.text()}"
             )
         finally:
             noop.terminate()
             api.terminate()
             noop.wait()
             api.wait()
+        if args.profile and Path(prof).exists():
+            import pstats
+
+            print("--- API server, cProfile (main thread), by tottime ---")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+            print("--- API server, cProfile (main thread), by cumulative ---")
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
         print(
             f"load generator CPU: {cpu_seconds():.1f} s; processes: broker (java), "
             "API server (uvicorn, 1 process), this load generator"
@@ -205,6 +305,7 @@ def main() -> None:
     finally:
         if tmp:
             local.stop(Path(tmp))
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
