@@ -38,7 +38,14 @@ class Router:
         settings = worker.settings
         app = worker.faust
         self.events_name = settings.topic("events")
-        names = [self.events_name, *(t.get_topic_name() for t in worker.system_topics.values())]
+        # System topics are read only when some function triggers on system events.
+        system = [t.get_topic_name() for t in worker.system_topics.values()]
+        wants_system = any(
+            p.startswith("inngest/") or p == "*"
+            for fn in worker.app.functions.values()
+            for p in fn.event_patterns
+        )
+        names = [self.events_name, *(system if wants_system else [])]
         self.channel = app.topic(
             *names, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
         )

@@ -130,6 +130,10 @@ def route(
         key = fn.run_key(event) or (f"idempotency:{idem}" if idem is not None else rid)
         starts.append(Start(fn.slug, rid, key, idem))
 
+    if not starts and live is None:
+        # Nothing ran for this id: nothing to remember (a later duplicate may still
+        # start a function that has not run for it, which is the rule anyway).
+        return Decision([], None)
     if redelivery:
         # Same record again (crash re-delivery): same run ids; the agents drop repeats.
         return Decision(starts, None)
