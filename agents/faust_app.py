@@ -6,6 +6,8 @@ Faust app id) is ``steplog-<app_id>``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from typing import Any
 import faust
 
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: RocksDB sized for a 2-core, 24 GiB machine with tens of partitions open:
 #: faust's defaults (~2 GiB block cache, 3 x 64 MiB write buffers per partition
@@ -90,3 +94,43 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
         table_cleanup_interval=3600.0,
         logging_config=None,
     )
+
+
+def complete_flush_before_commit(app: faust.App, *, timeout: float = 30.0) -> None:
+    """Make the producer flush Faust does before committing offsets wait for table writes.
+
+    Table writes reach their changelogs through the producer's ``ProducerBuffer`` (a
+    queue drained by a task). Faust flushes it before every offset commit, but
+    ``ProducerBuffer.flush()`` returns as soon as 0.1 s pass without a send, with
+    writes still queued; on a busy event loop the commit then covers records whose
+    state changes never reached Kafka, and a SIGKILL loses them (a memoized step runs
+    again, a finished run stays "running"). Here the flush first waits until the
+    buffer is empty and its task has handed the last write to the Kafka client, whose
+    own flush then waits for delivery. Order is kept: the buffer's task still sends.
+    """
+    producer = app.producer
+    buffer = producer.buffer
+    in_flight = 0
+    send_pending = buffer._send_pending
+
+    async def tracked_send(fut: Any) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            await send_pending(fut)
+        finally:
+            in_flight -= 1
+
+    flush = producer.flush
+
+    async def complete_flush() -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (buffer.size or in_flight) and buffer.state == "running":
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("table writes still buffered after %.0fs; flushing anyway", timeout)
+                break
+            await asyncio.sleep(0.001)
+        await flush()
+
+    buffer._send_pending = tracked_send  # type: ignore[method-assign]
+    producer.flush = complete_flush  # type: ignore[method-assign]

@@ -380,12 +380,8 @@ class FunctionRuntime:
             if timers.loaded_until_ms < now + window_ms // 2:
                 until = now + window_ms
                 start = TIMER_PREFIX + b"%013d" % (timers.loaded_until_ms + 1)
-                keys = [
-                    k
-                    for k, _ in self.state.scan(
-                        partition, start, TIMER_PREFIX + b"%013d" % (until + 1)
-                    )
-                ]
+                upto = TIMER_PREFIX + b"%013d" % (until + 1)
+                keys = [k for k, _ in self.state.scan(partition, TIMER_PREFIX, upto, start=start)]
                 timers.load(keys, until)
             for tkey in timers.pop_due(now):
                 body = self.state.get(tkey)
@@ -406,25 +402,30 @@ class FunctionRuntime:
         self.timers.setdefault(partition, PartitionTimers()).discard(tkey)
         if timer is None:
             return  # fired twice (a restart between firing and applying)
-        self.state.delete(tkey)
         run_id = timer["run_id"]
         if timer["kind"] == "expire":
             self._expire(partition, run_id)
-            return
-        if timer["kind"] == "idempotency":
+        elif timer["kind"] == "idempotency":
             self.state.delete(timer["ikey"].encode())
-            return
-        state = self.state.get(RUN + run_id.encode())
-        if (
-            state is None
-            or run_id in self.active
-            or state["status"] in ("completed", "failed", "cancelled")
-        ):
-            return
-        state["status"] = "running"
-        await self._activate(
-            run_id, state, self._load_memos(partition, run_id), partition, state["key"].encode()
-        )
+        else:
+            state = self.state.get(RUN + run_id.encode())
+            if not (
+                state is None
+                or run_id in self.active
+                or state["status"] in ("completed", "failed", "cancelled")
+            ):
+                state["status"] = "running"
+                await self._activate(
+                    run_id,
+                    state,
+                    self._load_memos(partition, run_id),
+                    partition,
+                    state["key"].encode(),
+                )
+        # Deleted last: changelog writes reach Kafka in order, so after a crash either
+        # the activation's writes (run state, active marker) are durable or the timer
+        # still is, and the re-read wake activates the run again.
+        self.state.delete(tkey)
 
     def _expire(self, partition: int, run_id: str) -> None:
         """Retention is over: forget everything about a finished run."""

@@ -38,13 +38,18 @@ class TableState:
             del self.table[key]
 
     def scan(
-        self, partition: int, prefix: bytes, upto: bytes | None = None
+        self,
+        partition: int,
+        prefix: bytes,
+        upto: bytes | None = None,
+        *,
+        start: bytes | None = None,
     ) -> Iterator[tuple[bytes, Any]]:
-        """Keys starting with ``prefix`` (and < ``upto`` if given), in key order."""
+        """Keys starting with ``prefix`` (from ``start``, < ``upto`` if given), in order."""
         db = self._db(partition)
         if db is None:
             return
-        for key, raw in db.items(from_key=prefix):
+        for key, raw in db.items(from_key=start if start is not None else prefix):
             if not key.startswith(prefix) or (upto is not None and key >= upto):
                 break
             if raw is not None:

@@ -12,13 +12,16 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import faust
 from ulid import ULID
 
-from agents.faust_app import ROCKSDB_OPTIONS, make_faust_app
+from agents.faust_app import ROCKSDB_OPTIONS, complete_flush_before_commit, make_faust_app
 from agents.functions import ActiveRun, FunctionRuntime
 from agents.manifest import check_manifest
 from agents.router import Router
@@ -60,6 +63,7 @@ class Worker:
         self.app = app
         self.settings = settings or app.settings
         self.faust: faust.App = make_faust_app(app.app_id, self.settings)
+        complete_flush_before_commit(self.faust)
         self.codec = EventCodec(self.settings)
         self.topic_config = {"max.message.bytes": str(self.settings.max_record_bytes + 65536)}
         self.rocksdb_options = dict(ROCKSDB_OPTIONS)
@@ -243,7 +247,42 @@ def prepare(app: App, settings: Settings) -> Worker:
     return worker
 
 
+#: Present in a worker's data dir while it runs; left behind by a crash (SIGKILL).
+RUNNING_MARKER = "steplog-worker.running"
+
+
+def discard_local_state_after_crash(worker: Worker) -> Path:
+    """Drop the local RocksDB tables if the last worker on this data dir did not stop cleanly.
+
+    Faust writes a table key to RocksDB at once but to its changelog later (buffered),
+    and commits offsets on an interval: after a SIGKILL the local databases may hold
+    writes that never reached Kafka, from records that will be read again. Reprocessing
+    them against that state loses work (e.g. a run marked finished locally whose
+    system event and final state never left the process). The changelogs are the
+    durable truth, so after a crash the tables are restored from them.
+    """
+    datadir = Path(worker.faust.conf.datadir)
+    marker = datadir / RUNNING_MARKER
+    if marker.exists():
+        tabledir = Path(worker.faust.conf.tabledir)
+        log.warning(
+            "the last worker on %s did not shut down cleanly: restoring its tables from "
+            "their Kafka changelogs instead of the local RocksDB files",
+            datadir,
+        )
+        shutil.rmtree(tabledir, ignore_errors=True)
+    datadir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(os.getpid()))
+    return marker
+
+
 def run_worker(app: App, settings: Settings, *, loglevel: str = "warning") -> None:
     """Run a worker for ``app`` in this process until it is stopped."""
     worker = prepare(app, settings)
-    faust.Worker(worker.faust, loglevel=loglevel, quiet=True).execute_from_commandline()
+    marker = discard_local_state_after_crash(worker)
+    try:
+        faust.Worker(worker.faust, loglevel=loglevel, quiet=True).execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (0, None):  # a clean stop: the local tables match the changelogs
+            marker.unlink(missing_ok=True)
+        raise

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streams.event import Event
 from streams.serde import EventCodec
@@ -164,3 +165,130 @@ def finished(function_id: str, status: str = "completed") -> Callable[[Event], b
 
 
 SYSTEM = ("inngest.function.finished", "inngest.function.failed", "inngest.function.cancelled")
+
+
+# --- helpers for crash, worker, replay and retention tests ----------------------------
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``pred`` until it returns something truthy (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def ledger_lines(ledger: Path) -> list[str]:
+    return ledger.read_text().splitlines() if ledger.exists() else []
+
+
+def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """Partition numbers of ``topic`` (full name)."""
+    admin = AdminClient(settings.kafka_config())
+    meta = admin.list_topics(topic, timeout=10)
+    return sorted(meta.topics[topic].partitions)
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """High watermark per partition of ``topic`` (full name)."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": f"test-wm-{uuid.uuid4().hex[:8]}"}))
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions_of(settings, topic)
+        }
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offset per partition of ``topic`` (-1: none)."""
+    admin = AdminClient(settings.kafka_config())
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p) for p in partitions_of(settings, topic)]
+    )
+    result = admin.list_consumer_group_offsets([request])[group].result(timeout=10)
+    return {tp.partition: tp.offset for tp in result.topic_partitions}
+
+
+def wait_caught_up(settings: Settings, group: str, topic: str, timeout: float = 30.0) -> None:
+    """Wait until ``group`` has committed every record of ``topic`` (full name)."""
+    ends = end_offsets(settings, topic)
+
+    def caught_up() -> bool:
+        done = committed_offsets(settings, group, topic)
+        return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
+
+    wait_until(caught_up, timeout, f"group {group} to commit all of {topic} ({ends})")
+
+
+def group_members(settings: Settings, group: str) -> list[Any]:
+    """Members of a consumer group (with their assignments); [] if it has none."""
+    admin = AdminClient(settings.kafka_config())
+    try:
+        desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except Exception:
+        return []
+    return list(desc.members)
+
+
+def wait_group_stable(
+    settings: Settings, group: str, members: int, topic: str, timeout: float = 60.0
+) -> None:
+    """Wait until ``group`` has ``members`` members that all hold partitions of ``topic``."""
+
+    def stable() -> bool:
+        found = group_members(settings, group)
+        if len(found) != members:
+            return False
+        holding = [
+            m
+            for m in found
+            if m.assignment and any(tp.topic == topic for tp in m.assignment.topic_partitions)
+        ]
+        return len(holding) == members
+
+    wait_until(stable, timeout, f"{members} members of {group} sharing {topic}")
+
+
+def read_all(settings: Settings, topic: str, timeout: float = 20.0) -> list[Any]:
+    """Every record of ``topic`` (full name) up to its current end, in partition order."""
+    ends = end_offsets(settings, topic)
+    consumer = Consumer(
+        settings.kafka_config(
+            **{"group.id": f"test-readall-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+        )
+    )
+    out: list[Any] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+        position = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + timeout
+        while any(position[p] < end for p, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"read {position} of {ends} records of {topic}")
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            position[msg.partition()] = msg.offset() + 1
+            if msg.offset() < ends[msg.partition()]:
+                out.append(msg)
+    finally:
+        consumer.close()
+    return sorted(out, key=lambda m: (m.partition(), m.offset()))
+
+
+def wait_distinct(
+    watch: Watch, pred: Callable[[Event], bool], count: int, timeout: float = 60.0
+) -> list[Event]:
+    """Wait until ``count`` events with distinct ids match (duplicates of one id count once)."""
+    wait_until(
+        lambda: len({e.id for e in watch.matching(pred)}) >= count,
+        timeout,
+        f"{count} distinct matching events (saw {len({e.id for e in watch.matching(pred)})})",
+    )
+    return watch.matching(pred)
