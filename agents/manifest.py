@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from agents.faust_app import group_id
@@ -22,6 +22,25 @@ from streams.kafka.admin import create_topics
 from streams.settings import Settings
 
 
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
+    """``get_watermark_offsets``, retried while a topic just created is not known yet.
+
+    Right after ``create_topics`` (or when another worker created the topic a moment
+    ago) the broker may still answer "unknown partition"; that is not an error.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return low, high
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args else None
+            unknown = code in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART)
+            if not unknown or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _read_latest(settings: Settings, topic: str) -> list[str] | None:
     consumer = Consumer(
         settings.kafka_config(
@@ -29,7 +48,7 @@ def _read_latest(settings: Settings, topic: str) -> list[str] | None:
         )
     )
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        low, high = watermarks(consumer, TopicPartition(topic, 0))
         if high <= low:
             return None
         consumer.assign([TopicPartition(topic, 0, high - 1)])

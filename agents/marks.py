@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from agents.manifest import watermarks
 from agents.store import STATE
 from streams.kafka.admin import create_topics
 
@@ -79,7 +80,7 @@ class Marks:
         )
         try:
             tp = TopicPartition(self.name, 0)
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            low, high = watermarks(consumer, tp)
             if high <= low:
                 return
             consumer.assign([TopicPartition(self.name, 0, low)])
