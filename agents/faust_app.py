@@ -109,7 +109,7 @@ def complete_flush_before_commit(app: faust.App, *, timeout: float = 30.0) -> No
     own flush then waits for delivery. Order is kept: the buffer's task still sends.
     """
     producer = app.producer
-    buffer = producer.buffer
+    buffer: Any = producer.buffer  # faust internals: _send_pending is not typed
     in_flight = 0
     send_pending = buffer._send_pending
 
@@ -132,5 +132,5 @@ def complete_flush_before_commit(app: faust.App, *, timeout: float = 30.0) -> No
             await asyncio.sleep(0.001)
         await flush()
 
-    buffer._send_pending = tracked_send  # type: ignore[method-assign]
+    buffer._send_pending = tracked_send
     producer.flush = complete_flush  # type: ignore[method-assign]
