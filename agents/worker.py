@@ -263,7 +263,7 @@ def discard_local_state_after_crash(worker: Worker) -> Path:
     """
     datadir = Path(worker.faust.conf.datadir)
     marker = datadir / RUNNING_MARKER
-    if marker.exists():
+    if marker.exists() and not _alive(marker):
         tabledir = Path(worker.faust.conf.tabledir)
         log.warning(
             "the last worker on %s did not shut down cleanly: restoring its tables from "
@@ -274,6 +274,16 @@ def discard_local_state_after_crash(worker: Worker) -> Path:
     datadir.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(os.getpid()))
     return marker
+
+
+def _alive(marker: Path) -> bool:
+    """Whether the process that wrote ``marker`` still runs (then it is not a crash)."""
+    try:
+        pid = int(marker.read_text().strip())
+        os.kill(pid, 0)
+    except (ValueError, OSError):
+        return False
+    return pid != os.getpid()
 
 
 def run_worker(app: App, settings: Settings, *, loglevel: str = "warning") -> None:
