@@ -24,13 +24,12 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agents.store import TableState
 from agents.timers import PREFIX as TIMER_PREFIX
-from agents.timers import PartitionTimers, due_of, timer_key
+from agents.timers import PartitionTimers, timer_key
 from streams.app import Function
 from streams.core import (
     Effect,
@@ -491,7 +490,3 @@ class FunctionRuntime:
                     await run.forwarder
             run.driver.cancel()
         self.active.clear()
-
-
-Sender = Callable[[Event], Awaitable[None]]
-_ = due_of

@@ -82,8 +82,11 @@ class Worker:
         self.runtimes = {fn.slug: FunctionRuntime(self, fn) for fn in app.functions.values()}
         for fn in app.functions.values():
             if fn.concurrency:
-                log.warning("%s: concurrency keys route runs, but limits are not enforced "
-                            "by this version of steplog", fn.slug)
+                log.warning(
+                    "%s: concurrency keys route runs, but limits are not enforced "
+                    "by this version of steplog",
+                    fn.slug,
+                )
         self.router = Router(self)
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)

@@ -26,6 +26,7 @@ import pytest
 
 from streams.kafka import local
 from streams.settings import Settings
+from tests.worker_harness import SYSTEM, Watch, WorkerProc
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,27 @@ def settings(kafka_broker: KafkaBroker, tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         partitions=2,
     )
+
+
+# --- Shared by the tests that run real workers (tests/worker_harness.py) -------------
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    """The file test apps' step bodies append to (counts executions across processes)."""
+    return tmp_path / "ledger.txt"
+
+
+@pytest.fixture
+def watch(settings: Settings) -> Iterator[Watch]:
+    """Decoded records of the system topics, collected in a thread."""
+    w = Watch(settings, *SYSTEM)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProc]]:
+    """Workers a test started; all killed at the end, whatever happened."""
+    procs: list[WorkerProc] = []
+    yield procs
+    for proc in procs:
+        proc.kill()

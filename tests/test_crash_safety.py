@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,6 @@ from streams.event import Event
 from streams.routing import run_id as derived_run_id
 from streams.settings import Settings
 from tests.worker_harness import (
-    SYSTEM,
     Watch,
     WorkerProc,
     finished,
@@ -43,27 +42,6 @@ TARGET = "tests.apps.patterns:app"
 @pytest.fixture
 def app_id(unique_name: Callable[[str], str]) -> str:
     return unique_name("crash")
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.txt"
-
-
-@pytest.fixture
-def watch(settings: Settings) -> Iterator[Watch]:
-    w = Watch(settings, *SYSTEM)
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProc]]:
-    """Workers a test started; all stopped at the end, whatever happened."""
-    procs: list[WorkerProc] = []
-    yield procs
-    for proc in procs:
-        proc.kill()
 
 
 def start(

@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from streams import Client, decode
 from streams.cli.runs import read_history
 from streams.settings import Settings
-from tests.worker_harness import SYSTEM, Watch, WorkerProc, finished
+from tests.worker_harness import Watch, WorkerProc, finished
 
 pytestmark = pytest.mark.kafka
 
@@ -23,24 +23,12 @@ def app_id(unique_name: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.txt"
-
-
-@pytest.fixture
 def worker(settings: Settings, app_id: str, tmp_path: Path, ledger: Path) -> Iterator[WorkerProc]:
     proc = WorkerProc(
         settings, "tests.apps.patterns:app", app_id, tmp_path / "w1", TEST_LEDGER=str(ledger)
     ).start()
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def watch(settings: Settings) -> Iterator[Watch]:
-    w = Watch(settings, *SYSTEM)
-    yield w
-    w.close()
 
 
 def slug(app_id: str, fn_id: str) -> str:

@@ -4,7 +4,7 @@ runs (dedup still holding within the replay), while a crash re-delivery starts n
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,6 @@ from streams.event import Event
 from streams.routing import run_id as derived_run_id
 from streams.settings import Settings
 from tests.worker_harness import (
-    SYSTEM,
     Watch,
     WorkerProc,
     end_offsets,
@@ -38,21 +37,6 @@ TARGET = "tests.apps.patterns:app"
 @pytest.fixture
 def app_id(unique_name: Callable[[str], str]) -> str:
     return unique_name("rpl")
-
-
-@pytest.fixture
-def watch(settings: Settings) -> Iterator[Watch]:
-    w = Watch(settings, *SYSTEM)
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProc]]:
-    procs: list[WorkerProc] = []
-    yield procs
-    for proc in procs:
-        proc.kill()
 
 
 def start(procs: list[WorkerProc], settings: Settings, app_id: str, data_dir: Path) -> WorkerProc:

@@ -11,7 +11,7 @@ import pytest
 
 from streams import Client
 from streams.settings import Settings
-from tests.worker_harness import SYSTEM, Watch, WorkerProc, finished, read_all, wait_until
+from tests.worker_harness import Watch, WorkerProc, finished, read_all, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -22,13 +22,6 @@ WINDOW_S = 4
 @pytest.fixture
 def app_id(unique_name: Callable[[str], str]) -> str:
     return unique_name("ret")
-
-
-@pytest.fixture
-def watch(settings: Settings) -> Iterator[Watch]:
-    w = Watch(settings, *SYSTEM)
-    yield w
-    w.close()
 
 
 @pytest.fixture

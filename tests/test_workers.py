@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,6 @@ import pytest
 from streams import Client
 from streams.settings import Settings
 from tests.worker_harness import (
-    SYSTEM,
     Watch,
     WorkerProc,
     finished,
@@ -29,26 +28,6 @@ TARGET = "tests.apps.patterns:app"
 @pytest.fixture
 def app_id(unique_name: Callable[[str], str]) -> str:
     return unique_name("wrk")
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.txt"
-
-
-@pytest.fixture
-def watch(settings: Settings) -> Iterator[Watch]:
-    w = Watch(settings, *SYSTEM)
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProc]]:
-    procs: list[WorkerProc] = []
-    yield procs
-    for proc in procs:
-        proc.kill()
 
 
 def test_two_workers_share_partitions_and_hand_over_runs_in_flight(
