@@ -80,7 +80,7 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        broker_commit_interval=0.5,
+        broker_commit_interval=settings.commit_interval_ms / 1000,
         # A worker killed with SIGKILL holds its partitions until its session
         # expires: keep that short so the others take over quickly.
         broker_session_timeout=10.0,

@@ -33,6 +33,7 @@ from agents.timers import PartitionTimers, timer_key
 from streams.app import Function
 from streams.core import (
     Effect,
+    ErrorInfo,
     EventsSent,
     Memo,
     RunCompleted,
@@ -42,12 +43,18 @@ from streams.core import (
     RunSuspended,
     StepCompleted,
     StepFailed,
+    StepWaiting,
     apply_effect,
     effect_from_dict,
     effect_to_dict,
 )
-from streams.event import Event
+from streams.core.memo import completion
+from streams.core.step_ids import sent_event_id
+from streams.durations import to_ms
+from streams.event import Event, accept
+from streams.expressions import event_vars
 from streams.serde.internal import JsonBodyCodec
+from streams.waits import Wait, accepted_ms, index_hint
 
 if TYPE_CHECKING:
     from agents.worker import Worker
@@ -70,6 +77,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: The error of a cancelled run (Inngest's message).
+CANCELLED = {"name": "FunctionCancelledError", "message": "function cancelled", "stack": None}
+#: How long a Cancel rule without a timeout listens (its run ends it sooner).
+CANCEL_HORIZON_MS = 366 * 24 * 3600 * 1000
+TERMINAL = ("completed", "failed", "cancelled")
+
+
 @dataclass
 class ActiveRun:
     """A run whose coroutine lives in this worker."""
@@ -85,6 +99,9 @@ class ActiveRun:
     persisted: bool = False
     detached: bool = False
     forwarder: asyncio.Task[None] | None = None
+    #: A waiting step was completed from outside while this activation ran: when it
+    #: suspends, wake it again at once instead of at its timer.
+    woken: bool = False
 
 
 class FunctionRuntime:
@@ -157,6 +174,10 @@ class FunctionRuntime:
             await self._wake(body, partition)
         elif kind == "resume":
             await self._resume(partition)
+        elif kind == "resolve":
+            await self._resolve(run_id, body, partition)
+        elif kind == "cancel":
+            await self._cancel(run_id, body.get("reason", "cancelled"), partition)
         else:
             log.warning("run %s: unknown journal record kind %r", run_id, kind)
 
@@ -169,15 +190,59 @@ class FunctionRuntime:
             run_id, body["idempotency"], partition, key
         ):
             return
-        state = {
+        now = now_ms()
+        state: dict[str, Any] = {
             "status": "running",
             "function_id": self.slug,
             "key": key.decode(),
             "event": body["event"],
             "attempt": 0,
-            "started_ms": now_ms(),
+            "started_ms": now,
         }
+        if body.get("invoker"):
+            state["invoker"] = body["invoker"]
+        event = Event.model_validate(body["event"])
+        not_before = int(body.get("not_before") or 0)
+        timeouts = self.fn.timeouts
+        if timeouts is not None and timeouts.start is not None:
+            waited = now - max(accepted_ms(event), not_before)
+            if waited > to_ms(timeouts.start):
+                run = ActiveRun(run_id, key, partition, state, driver=None)  # type: ignore[arg-type]
+                await self._finish(run, "cancelled", error=CANCELLED)
+                return
+        await self._listen_for_cancels(run_id, key.decode(), event, now)
+        if timeouts is not None and timeouts.finish is not None:
+            due = max(now, not_before) + to_ms(timeouts.finish)
+            self._set_timer(partition, due, run_id, "timeout", key.decode())
+        if not_before > now:
+            # An event with a future ts: the run exists now (dedup) and starts then.
+            state.update({"status": "scheduled", "persisted": True})
+            self.state.put(RUN + run_id.encode(), "run", state)
+            self._set_timer(partition, not_before, run_id, "wake", key.decode())
+            return
         await self._activate(run_id, state, {}, partition, key)
+
+    async def _listen_for_cancels(self, run_id: str, key: str, event: Event, now: int) -> None:
+        """Register the function's Cancel rules for this run (see agents/waits.py)."""
+        trigger = event_vars(event)
+        since = accepted_ms(event)
+        for i, rule in enumerate(self.fn.cancel):
+            horizon = to_ms(rule.timeout) if rule.timeout is not None else CANCEL_HORIZON_MS
+            await self.worker.waits.register(
+                Wait(
+                    function=self.slug,
+                    run_id=run_id,
+                    step_id=f"cancel:{i}",
+                    run_key=key,
+                    event=rule.event,
+                    if_exp=rule.if_exp,
+                    registered_ms=since,
+                    expires_ms=max(now, since) + horizon,
+                    trigger=trigger,
+                    kind="cancel",
+                    hint=index_hint(rule.if_exp, trigger),
+                )
+            )
 
     async def _activate(
         self,
@@ -253,7 +318,7 @@ class FunctionRuntime:
     def _stub(self, run_id: str, partition: int) -> ActiveRun | None:
         """An ActiveRun without a coroutine, to apply effects of a run gone from memory."""
         state = self.state.get(RUN + run_id.encode())
-        if state is None or state["status"] in ("completed", "failed", "cancelled"):
+        if state is None or state["status"] in TERMINAL:
             return None
         memos = self._load_memos(partition, run_id)
         return ActiveRun(
@@ -267,13 +332,17 @@ class FunctionRuntime:
         )
 
     async def _apply(self, run: ActiveRun, effect: Effect, *, journaled: bool = False) -> None:
-        if isinstance(effect, StepCompleted | StepFailed):
+        if isinstance(effect, StepCompleted | StepFailed | StepWaiting):
             memo = apply_effect(run.memos, effect)
             if memo is not None:
                 if journaled:
                     self._write_memo(run, memo)
                 else:
                     run.unwritten.append(memo)
+            if isinstance(effect, StepWaiting):
+                await self._set_up_waiting(run, effect)
+            elif effect.op == "wait":
+                await self.worker.waits.unregister(f"{run.run_id}|{effect.step_id}")
         elif isinstance(effect, EventsSent):
             for sent in effect.events:
                 await self.worker.send_event(sent)
@@ -287,6 +356,68 @@ class FunctionRuntime:
                 self._suspend(run, effect.retry_at_ms, "retry")
         elif isinstance(effect, RunSuspended):
             self._suspend(run, effect.wake_at_ms, effect.reason)
+
+    async def _set_up_waiting(self, run: ActiveRun, effect: StepWaiting) -> None:
+        """Register a wait, or start an invoked run (a sleep needs only its timer)."""
+        spec = effect.spec
+        if effect.op == "wait":
+            hint = spec.get("hint")
+            await self.worker.waits.register(
+                Wait(
+                    function=self.slug,
+                    run_id=run.run_id,
+                    step_id=effect.step_id,
+                    run_key=run.state["key"],
+                    event=spec["event"],
+                    if_exp=spec.get("if_exp"),
+                    registered_ms=int(spec.get("registered_ms", effect.started_ms)),
+                    expires_ms=effect.due_ms,
+                    trigger=spec.get("trigger") or {},
+                    hint=(str(hint[0]), str(hint[1])) if hint else None,
+                )
+            )
+        elif effect.op == "invoke":
+            await self._invoke(run, effect)
+
+    async def _invoke(self, run: ActiveRun, effect: StepWaiting) -> None:
+        target = self.worker.runtimes.get(str(effect.spec.get("function")))
+        invoker = {
+            "function": self.slug,
+            "run_id": run.run_id,
+            "step_id": effect.step_id,
+            "key": run.state["key"],
+        }
+        if target is None:
+            known = ", ".join(sorted(self.worker.runtimes)) or "none"
+            error = {
+                "name": "FunctionNotFoundError",
+                "message": f"step.invoke({effect.name!r}): no function "
+                f"{effect.spec.get('function')!r} in app {self.worker.app.app_id!r} "
+                f"(functions: {known})",
+                "stack": None,
+            }
+            await self._journal(
+                run.key,
+                run.partition,
+                "resolve",
+                run.run_id,
+                {"step_id": effect.step_id, "error": error},
+            )
+            return
+        event_id = sent_event_id(run.run_id, effect.step_id, 0)
+        child_event = accept(
+            Event(name="inngest/function.invoked", data=effect.spec.get("data") or {}),
+            at_ms=effect.started_ms,
+            internal_id=event_id,
+            allow_reserved=True,
+        )
+        child_run = sent_event_id(run.run_id, effect.step_id, 1)
+        key = target.fn.run_key(child_event) or child_run
+        body = {"event": child_event.model_dump(), "invoker": invoker, "idempotency": None}
+        await target.topic.send(
+            key=key.encode(),
+            value=RUN_RECORDS.encode("start", body, run_id=child_run, at_ms=now_ms()),
+        )
 
     def _write_memo(self, run: ActiveRun, memo: Memo) -> None:
         self.state.put(memo_prefix(run.run_id) + memo.step_id.encode(), "memo", memo.to_dict())
@@ -305,12 +436,57 @@ class FunctionRuntime:
         run.persisted = True
 
     def _suspend(self, run: ActiveRun, wake_at_ms: int | None, reason: str) -> None:
-        run.state["status"] = "sleeping" if reason not in ("retry",) else "waiting"
+        run.state["status"] = {"retry": "retrying", "sleep": "sleeping"}.get(reason, "waiting")
         self._persist(run, active=False)
+        if run.woken:
+            wake_at_ms = now_ms()  # a waiting step completed meanwhile: go on now
         if wake_at_ms is not None:
             self._set_timer(run.partition, wake_at_ms, run.run_id, "wake", run.state["key"])
         self._release(run)
         self.worker.history(run, self.slug)
+
+    # --- completing waiting steps and cancelling runs from outside -------------------
+
+    async def _resolve(self, run_id: str, body: Any, partition: int) -> None:
+        """A waiting step's event arrived, or its invoked run ended: complete it."""
+        step_id = body["step_id"]
+        error = ErrorInfo.from_dict(body["error"]) if body.get("error") else None
+        run = self.active.get(run_id)
+        if run is None:
+            run = self._stub(run_id, partition)
+            if run is None:
+                return  # the run ended (e.g. cancelled) before the event came
+        memo = run.memos.get(step_id)
+        if memo is None or memo.status != "waiting":
+            return  # completed already (a timeout, or another matching event)
+        done = completion(run_id, memo, now_ms(), output=body.get("output"), error=error)
+        new = apply_effect(run.memos, done)
+        if new is not None:
+            self._write_memo(run, new)
+        if memo.op == "wait":
+            await self.worker.waits.unregister(f"{run_id}|{step_id}")
+        if run.driver is not None:
+            run.woken = True  # its activation learns of it when it suspends
+            return
+        run.state["status"] = "running"
+        await self._activate(run_id, run.state, run.memos, partition, run.key)
+
+    async def _cancel(self, run_id: str, reason: str, partition: int) -> None:
+        """Cancel a run between steps: a Cancel rule, a timeout, the API or the CLI."""
+        run = self.active.get(run_id)
+        if run is None or run.partition != partition:
+            # Requests by run id reach every partition: only the run's own acts.
+            if self.state.get_in(partition, RUN + run_id.encode()) is None:
+                return
+            run = self._stub(run_id, partition)
+            if run is None:
+                return  # ended already
+        else:
+            if run.forwarder is not None:
+                run.forwarder.cancel()
+            run.driver.cancel()
+        log.info("run %s of %s: cancelled (%s)", run_id, self.slug, reason)
+        await self._finish(run, "cancelled", error=CANCELLED)
 
     async def _finish(
         self,
@@ -321,6 +497,11 @@ class FunctionRuntime:
         error: dict[str, Any] | None = None,
     ) -> None:
         ended = now_ms()
+        for memo in run.memos.values():
+            if memo.status == "waiting" and memo.op == "wait":
+                await self.worker.waits.unregister(f"{run.run_id}|{memo.step_id}")
+        for i in range(len(self.fn.cancel)):
+            await self.worker.waits.unregister(f"{run.run_id}|cancel:{i}")
         if run.persisted:
             for key, _ in list(self.state.scan(run.partition, memo_prefix(run.run_id))):
                 self.state.delete(key)
@@ -337,9 +518,40 @@ class FunctionRuntime:
         self._release(run)
         await self.worker.system_events(self.slug, run, status, result=result, error=error)
         self.worker.history(run, self.slug, result=result, error=error)
+        invoker = run.state.get("invoker")
+        if invoker:
+            await self._answer_invoker(run, invoker, status, result, error)
+
+    async def _answer_invoker(
+        self,
+        run: ActiveRun,
+        invoker: dict[str, Any],
+        status: str,
+        result: Any,
+        error: dict[str, Any] | None,
+    ) -> None:
+        """Complete the ``step.invoke`` that started this run, in its caller's journal."""
+        caller = self.worker.runtimes.get(invoker["function"])
+        if caller is None:
+            return
+        body: dict[str, Any] = {"step_id": invoker["step_id"]}
+        if status == "completed":
+            body["output"] = result
+        else:
+            detail = (error or {}).get("message", status)
+            body["error"] = {
+                "name": "InvokedFunctionError",
+                "message": f"invoked function {self.slug} {status}: {detail}",
+                "stack": (error or {}).get("stack"),
+            }
+        await caller.topic.send(
+            key=str(invoker["key"]).encode(),
+            value=RUN_RECORDS.encode("resolve", body, run_id=invoker["run_id"], at_ms=now_ms()),
+        )
 
     def _release(self, run: ActiveRun) -> None:
-        if self.active.pop(run.run_id, None) is not None:
+        if self.active.get(run.run_id) is run:
+            del self.active[run.run_id]
             self.worker.slots.release()
 
     def _first_for_key(self, run_id: str, value: str, partition: int, key: bytes) -> bool:
@@ -406,13 +618,11 @@ class FunctionRuntime:
             self._expire(partition, run_id)
         elif timer["kind"] == "idempotency":
             self.state.delete(timer["ikey"].encode())
+        elif timer["kind"] == "timeout":
+            await self._cancel(run_id, "finish timeout", partition)
         else:
             state = self.state.get(RUN + run_id.encode())
-            if not (
-                state is None
-                or run_id in self.active
-                or state["status"] in ("completed", "failed", "cancelled")
-            ):
+            if not (state is None or run_id in self.active or state["status"] in TERMINAL):
                 state["status"] = "running"
                 await self._activate(
                     run_id,
@@ -444,6 +654,7 @@ class FunctionRuntime:
 
     async def send_resume(self, partitions: set[int]) -> None:
         """Ask the agent to resume partitions once it has read up to this point."""
+        log.info("%s: assigned %s", self.topic.get_topic_name(), sorted(partitions))
         for p in partitions:
             await self._journal(b"", p, "resume", "", {})
 
@@ -453,7 +664,14 @@ class FunctionRuntime:
             timers.heap.clear()
             timers.loaded_until_ms = -1
             timers.ready = True
-        for key, body in list(self.state.scan(partition, ACTIVE)):
+        marked = list(self.state.scan(partition, ACTIVE))
+        log.info(
+            "%s[%s]: resuming the partition (%d run(s) were active)",
+            self.topic.get_topic_name(),
+            partition,
+            len(marked),
+        )
+        for key, body in marked:
             run_id = key[1:].decode()
             if run_id in self.active:
                 continue

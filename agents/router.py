@@ -10,6 +10,7 @@ the function agents drop; see :mod:`streams.routing` for dedup and replays.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ DEDUP = b"d"  # d<event id> -> DedupEntry
 EXPIRY = b"x"  # x<due ms>|<event id> -> when the dedup entry above expires
 #: Expired dedup entries deleted per record processed (bounded work per event).
 EXPIRE_BATCH = 64
+#: An event whose ts is further ahead than this starts its runs at its ts.
+FUTURE_SLACK_MS = 1000
 
 
 class Router:
@@ -45,7 +48,8 @@ class Router:
             for fn in worker.app.functions.values()
             for p in fn.event_patterns
         )
-        names = [self.events_name, *(system if wants_system else [])]
+        self.cancellations = settings.topic("steplog.cancellations")
+        names = [self.events_name, self.cancellations, *(system if wants_system else [])]
         self.channel = app.topic(
             *names, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
         )
@@ -95,6 +99,9 @@ class Router:
     async def _route(self, record: Any) -> None:
         msg = record.message
         now = now_ms()
+        if msg.topic == self.cancellations:
+            await self._cancellation(record)
+            return
         try:
             event = self.worker.codec.decode(record.value, topic=msg.topic)
             event = ensure_accepted(
@@ -118,6 +125,8 @@ class Router:
         )
         if decision.starts:
             body: dict[str, Any] = {"event": event.model_dump()}
+            if event.ts and event.ts > now + FUTURE_SLACK_MS:
+                body["not_before"] = event.ts  # a future ts: its runs start then
             for start in decision.starts:
                 runtime = self.worker.runtimes[start.function]
                 body["idempotency"] = start.idempotency
@@ -125,7 +134,9 @@ class Router:
                     key=start.key.encode(),
                     value=RUN_RECORDS.encode("start", body, run_id=start.run_id, at_ms=now),
                 )
-        elif decision.duplicate_of:
+        if not decision.duplicate_of:
+            await self.worker.waits.match(event, int((msg.timestamp or now / 1000) * 1000))
+        else:
             log.info(
                 "event %s (id %r) duplicates %s: no new run",
                 event.internal_id,
@@ -164,6 +175,24 @@ class Router:
             if raw is not None and raw["first_seen_ms"] + self.window_ms <= now:
                 self.state.delete(DEDUP + event_id)
         self.next_expiry[partition] = next_due
+
+    async def _cancellation(self, record: Any) -> None:
+        """A run cancellation request: every function's partitions check for the run."""
+        try:
+            request = json.loads(record.value)
+            run_id = str(request["run_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            await self._dead_letter(record, f"not a cancellation request: {exc}")
+            return
+        value = RUN_RECORDS.encode(
+            "cancel",
+            {"reason": request.get("reason") or "cancel requested"},
+            run_id=run_id,
+            at_ms=now_ms(),
+        )
+        for runtime in self.worker.runtimes.values():
+            for partition in range(self.worker.settings.partitions):
+                await runtime.topic.send(key=run_id.encode(), value=value, partition=partition)
 
     async def _dead_letter(self, record: Any, error: str) -> None:
         msg = record.message

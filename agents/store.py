@@ -30,6 +30,12 @@ class TableState:
             return None
         return STATE.decode(raw)[1]
 
+    def get_in(self, partition: int, key: bytes) -> Any | None:
+        """``key`` in ``partition``'s database only (``get`` searches every partition)."""
+        db = self._db(partition)
+        raw = db.get(key) if db is not None else None
+        return None if raw is None else STATE.decode(raw)[1]
+
     def put(self, key: bytes, kind: str, body: Any) -> None:
         self.table[key] = STATE.encode(kind, body)
 

@@ -21,10 +21,12 @@ from typing import Any
 import faust
 from ulid import ULID
 
+from agents.cron import CronRuntime, cron_functions
 from agents.faust_app import ROCKSDB_OPTIONS, complete_flush_before_commit, make_faust_app
 from agents.functions import ActiveRun, FunctionRuntime
 from agents.manifest import check_manifest
 from agents.router import Router
+from agents.waits import WaitRegistry
 from streams.app import App, Function
 from streams.core import RetryPolicy
 from streams.event import Event, now_ms
@@ -79,6 +81,7 @@ class Worker:
         self.history_topic = self._raw_topic(
             self.settings.topic(f"steplog-{app.app_id}-runs"), compacting=True
         )
+        self.waits = WaitRegistry(self)
         self.runtimes = {fn.slug: FunctionRuntime(self, fn) for fn in app.functions.values()}
         for fn in app.functions.values():
             if fn.concurrency:
@@ -88,6 +91,7 @@ class Worker:
                     fn.slug,
                 )
         self.router = Router(self)
+        self.cron = CronRuntime(self) if cron_functions(app.functions.values()) else None
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)
         self.faust.task(self._timer_loop)
@@ -110,7 +114,11 @@ class Worker:
             plain.append(runtime.topic.get_topic_name())
             compacted.append(runtime.table.changelog_topic.get_topic_name())
         compacted.append(self.router.table.changelog_topic.get_topic_name())
+        if self.cron is not None:
+            plain.append(self.cron.topic_name)
+            compacted.append(self.cron.table.changelog_topic.get_topic_name())
         compacted.append(self.history_topic.get_topic_name())
+        compacted.append(self.waits.topic_name)
         create_topics(self.settings, plain)
         create_topics(self.settings, compacted, config={"cleanup.policy": "compact"})
 
@@ -133,6 +141,8 @@ class Worker:
             if parts:
                 await runtime.send_resume(parts)
         self.router.on_assigned(assigned)
+        if self.cron is not None:
+            await self.cron.on_assigned(by_topic.get(self.cron.topic_name, set()))
 
     async def _on_revoked(self, _sender: Any, /, *args: Any, **_: Any) -> None:
         revoked: set[Any] = args[0] if args else _["revoked"]
@@ -144,13 +154,17 @@ class Worker:
             if parts:
                 runtime.revoke(parts)
         await self.router.on_revoked(revoked)
+        if self.cron is not None:
+            self.cron.on_revoked(by_topic.get(self.cron.topic_name, set()))
 
     async def _on_shutdown(self, _sender: Any, /, *_args: Any, **_: Any) -> None:
+        self.waits.stop()
         await self.router.publish_marks()
         for runtime in self.runtimes.values():
             await runtime.stop()
 
     async def _timer_loop(self) -> None:
+        self.waits.start()
         window = 60_000
         tick = self.settings.timer_tick_ms / 1000
         marks_every = max(int(1.0 / tick), 1)
@@ -163,6 +177,11 @@ class Worker:
                     await runtime.fire_due(now, window)
                 except Exception:
                     log.exception("timers of %s failed", runtime.slug)
+            if self.cron is not None:
+                try:
+                    await self.cron.fire_due()
+                except Exception:
+                    log.exception("cron ticks failed")
             n += 1
             if n % marks_every == 0:
                 await self.router.publish_marks()

@@ -7,6 +7,7 @@ Inngest's event API so its SDKs (inngest-py's ``send``) work unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -20,6 +21,7 @@ from fastapi.responses import Response
 from streams.client import Client
 from streams.errors import EventValidationError, KafkaUnavailableError, StreamsError
 from streams.event import parse_event, seeded_ids
+from streams.kafka.cancel import BadRunIdError, request_cancel
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,9 +140,47 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             return _reply(503, [], f"could not write events: {exc}")
         return _reply(200, ids)
 
+    @app.delete("/v1/runs/{run_id}")
+    async def cancel_run(run_id: str, request: Request) -> Response:
+        """Cancel a run between steps (it ends with ``inngest/function.cancelled``)."""
+        denied = _check_signing_key(settings, request.headers.get("authorization"))
+        if denied is not None:
+            return denied
+        try:
+            run = await asyncio.to_thread(
+                request_cancel, settings, run_id, "cancelled with DELETE /v1/runs/{run_id}"
+            )
+        except BadRunIdError as exc:
+            return _json(400, {"error": str(exc)})
+        except StreamsError as exc:
+            return _json(503, {"error": f"Kafka is unavailable: {exc}"})
+        return _json(202, {"run_id": run, "status": "cancelling"})
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         """Liveness: the API is up (it answers even when Kafka is not)."""
         return {"status": "ok"}
 
     return app
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json"
+    )
+
+
+def _check_signing_key(settings: Settings, authorization: str | None) -> Response | None:
+    """The 401 for /v1/ endpoints when a signing key is set and not given (else None)."""
+    if settings.signing_key is None:
+        return None
+    expected = settings.signing_key.get_secret_value().encode()
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
+        return None
+    return _json(
+        401,
+        {
+            "error": "missing or wrong signing key: send "
+            "'Authorization: Bearer <STEPLOG_SIGNING_KEY>'"
+        },
+    )

@@ -44,6 +44,7 @@ from streams.options import (
     TriggerEvent,
 )
 from streams.settings import Settings
+from streams.waits import compile_if
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class Function:
         idempotency: str | None = None,
         name: str | None = None,
         failure_of: str | None = None,
+        cancel: Sequence[Cancel] = (),
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.app_id = app_id
         self.fn_id = fn_id
@@ -105,6 +108,9 @@ class Function:
         #: The ``on_failure`` handler registered for this function, if any.
         self.on_failure: Function | None = None
         self.retry_policy = RetryPolicy(retries=retries)
+        #: Events that cancel a run (each rule is listened for from the run's start).
+        self.cancel: tuple[Cancel, ...] = tuple(cancel)
+        self.timeouts = timeouts
 
         self._matchers: list[tuple[str, bool, Expression | None]] = []
         for i, trigger in enumerate(self.triggers):
@@ -268,9 +274,7 @@ class App:
             "debounce": debounce,
             "priority": priority,
             "batch_events": batch_events,
-            "cancel": cancel,
             "singleton": singleton,
-            "timeouts": timeouts,
         }
         for option, value in unimplemented.items():
             if value is not None:
@@ -280,6 +284,9 @@ class App:
         triggers = _triggers(slug, trigger)
         _check_retries(slug, retries)
         limits = _concurrency(slug, concurrency)
+        cancel_rules = _cancel_rules(slug, cancel)
+        if timeouts is not None and not isinstance(timeouts, Timeouts):
+            raise ConfigError(f"{slug}: timeouts must be Timeouts(start=..., finish=...)")
         if idempotency is not None and not isinstance(idempotency, str):
             raise ConfigError(f"{slug}: idempotency must be a CEL expression string")
 
@@ -295,6 +302,8 @@ class App:
                 concurrency=limits,
                 idempotency=idempotency,
                 name=name,
+                cancel=cancel_rules,
+                timeouts=timeouts,
             )
             failure = None
             if on_failure is not None:
@@ -374,16 +383,35 @@ def _triggers(slug: str, trigger: Trigger | Sequence[Trigger]) -> list[Trigger]:
             f"{slug}: trigger: {len(items)} triggers given; a function has 1 to {MAX_TRIGGERS}"
         )
     for i, item in enumerate(items):
-        if isinstance(item, TriggerCron):
-            raise ConfigError(
-                f"{slug}: trigger[{i}]: TriggerCron is not implemented yet in this version "
-                "of steplog"
-            )
-        if not isinstance(item, TriggerEvent):
+        if not isinstance(item, TriggerEvent | TriggerCron):
             raise ConfigError(
                 f"{slug}: trigger[{i}]: expected TriggerEvent or TriggerCron, got {item!r}"
             )
     return items
+
+
+#: Inngest's limit on cancellation rules per function.
+MAX_CANCEL_RULES = 5
+
+
+def _cancel_rules(slug: str, value: Cancel | Sequence[Cancel] | None) -> list[Cancel]:
+    rules = [] if value is None else [value] if isinstance(value, Cancel) else list(value)
+    if len(rules) > MAX_CANCEL_RULES:
+        raise ConfigError(
+            f"{slug}: cancel: {len(rules)} rules given; a function has at most {MAX_CANCEL_RULES}"
+        )
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, Cancel):
+            raise ConfigError(f"{slug}: cancel[{i}]: expected Cancel(event=...), got {rule!r}")
+        if "*" in rule.event or not rule.event.strip():
+            raise ConfigError(
+                f"{slug}: cancel[{i}].event: {rule.event!r} must be one event name (no wildcard)"
+            )
+        try:
+            compile_if(rule.if_exp)
+        except ConfigError as exc:
+            raise ConfigError(f"{slug}: cancel[{i}].if_exp: {exc}") from None
+    return rules
 
 
 def _check_retries(slug: str, retries: int) -> None:

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     retry_backoff_scale: float = Field(default=1.0, ge=0)
     #: How often due timers are looked for.
     timer_tick_ms: float = Field(default=10.0, gt=0)
+    #: How often workers commit consumer offsets. Records after the last commit are
+    #: read again after a crash (harmless: re-deliveries start no second run).
+    commit_interval_ms: float = Field(default=500.0, gt=0)
 
     @field_validator("event_keys", mode="before")
     @classmethod

@@ -128,6 +128,9 @@ async def run_async(
 
     ``steps`` mocks steps by readable id: the value is the step's output (the
     body never runs), or an exception instance to make the step fail for good.
+    Mock a ``wait_for_event`` with the :class:`Event` it should receive and an
+    ``invoke`` with the result; an unmocked wait times out (``None``) and an
+    unmocked invoke fails with its timeout. Sleeps move the manual clock.
     ``retry_scale`` multiplies the backoff delays (0: retries are due at once;
     the clock is manual either way, so tests never really wait).
     """
@@ -202,6 +205,8 @@ def _mocks(steps: Mapping[str, Any]) -> dict[str, Memo]:
             error = ErrorInfo.from_exception(value)
             memos[key] = Memo(key, name, "failed", error=error, extra={"mocked": True})
         else:
+            if isinstance(value, Event):  # a mocked wait_for_event
+                value = value.model_dump()
             memos[key] = Memo(key, name, "completed", output=value, extra={"mocked": True})
     return memos
 

@@ -114,10 +114,27 @@ def watch(settings: Settings) -> Iterator[Watch]:
     w.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's report on the item, so fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def workers() -> Iterator[list[WorkerProc]]:
-    """Workers a test started; all killed at the end, whatever happened."""
+def workers(request: pytest.FixtureRequest) -> Iterator[list[WorkerProc]]:
+    """Workers a test started; all killed at the end, whatever happened.
+
+    When the test failed, the end of each worker's log is printed (pytest shows
+    it under "Captured stdout teardown").
+    """
     procs: list[WorkerProc] = []
     yield procs
     for proc in procs:
         proc.kill()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        for i, proc in enumerate(procs):
+            print(f"----- worker {i} ({proc.data_dir.name}) log tail -----")
+            print(proc.tail(120))

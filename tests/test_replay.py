@@ -120,14 +120,15 @@ def test_a_consumer_group_reset_replays_events_as_new_runs(
 def test_a_crash_re_delivery_starts_no_second_runs(
     settings: Settings, app_id: str, tmp_path: Path, watch: Watch, workers: list[WorkerProc]
 ) -> None:
-    w1 = start(workers, settings, app_id, tmp_path / "w1")
+    # the first worker never commits on its own (a long commit interval), so the kill
+    # below leaves every event uncommitted and the next worker reads them all again
+    w1 = start(workers, settings, app_id, tmp_path / "w1", STEPLOG_COMMIT_INTERVAL_MS="600000")
     fn = f"{app_id}-send-welcome-email"
     n = 30
     with Client(settings) as client:
         ids = client.send(
             [{"name": "app/auth.sign-up", "data": {"email": f"{i}@x"}} for i in range(n)]
         )
-    # kill as soon as runs finish: the router has not committed its offsets yet
     watch.wait_for(finished(fn), timeout=30)
     w1.kill()
 

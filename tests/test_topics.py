@@ -54,6 +54,7 @@ def test_core_topics_are_the_fixed_names() -> None:
         "inngest.function.finished",
         "inngest.function.failed",
         "inngest.function.cancelled",
+        "steplog.cancellations",
     )
 
 

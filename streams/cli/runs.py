@@ -154,3 +154,16 @@ def show_run(
         console.print(f"result: {json.dumps(body['result'])}", highlight=False)
     if body.get("error"):
         console.print(f"error: {json.dumps(body['error'])}", highlight=False)
+
+
+@runs_app.command("cancel")
+@friendly_errors
+def cancel_run(
+    run_id: Annotated[str, typer.Argument(help="The run id (a ULID)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Cancel a run between steps; it ends with inngest/function.cancelled."""
+    from streams.kafka.cancel import request_cancel
+
+    run = request_cancel(load_settings(data_dir), run_id, "cancelled with `steplog runs cancel`")
+    console.print(f"cancellation of {run} requested", highlight=False)

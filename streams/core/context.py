@@ -11,12 +11,16 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from streams.core.interrupts import Interrupt
 from streams.core.step_ids import StepId, sent_event_id
-from streams.errors import EventValidationError, NonRetriableError
+from streams.durations import to_datetime, to_ms
+from streams.errors import ConfigError, DurationError, EventValidationError, NonRetriableError
 from streams.event import Event, accept
+from streams.expressions import event_vars
+from streams.waits import compile_if, index_hint
 
 if TYPE_CHECKING:
     from streams.core.execution import RunDriver
@@ -103,19 +107,107 @@ class Step:
         output: list[str] = await driver.run_step(step_id, "send_event", send)
         return output
 
-    # --- Coming in the next version: fail clearly rather than silently. --------------
+    async def sleep(self, step_id: str, duration: timedelta | str | int | float) -> None:
+        """Pause the run for ``duration`` (``"30s"``, ``timedelta``; at most 366 days).
 
-    async def sleep(self, step_id: str, duration: Any) -> None:
-        self._driver.not_implemented("step.sleep")
+        The run holds no worker slot while it sleeps: it suspends, and a durable
+        timer starts it again (from the top, through its memos) when it is due.
+        """
+        try:
+            delay = to_ms(duration)
+        except DurationError as exc:
+            raise NonRetriableError(f"step.sleep({step_id!r}): {exc}") from None
+        _check_horizon(f"step.sleep({step_id!r})", delay)
+        await self._driver.waiting_step(step_id, "sleep", lambda now: (now + delay, {}))
 
-    async def sleep_until(self, step_id: str, until: Any) -> None:
-        self._driver.not_implemented("step.sleep_until")
+    async def sleep_until(self, step_id: str, until: datetime | str) -> None:
+        """Pause the run until ``until`` (a ``datetime`` or ISO 8601 string, UTC if naive)."""
+        try:
+            moment = to_datetime(until)
+        except DurationError as exc:
+            raise NonRetriableError(f"step.sleep_until({step_id!r}): {exc}") from None
+        due = int(moment.timestamp() * 1000)
 
-    async def wait_for_event(self, step_id: str, **options: Any) -> Event | None:
-        self._driver.not_implemented("step.wait_for_event")
+        def plan(now: int) -> tuple[int, dict[str, Any]]:
+            _check_horizon(f"step.sleep_until({step_id!r})", due - now)
+            return due, {}
 
-    async def invoke(self, step_id: str, **options: Any) -> Any:
-        self._driver.not_implemented("step.invoke")
+        await self._driver.waiting_step(step_id, "sleep", plan)
+
+    async def wait_for_event(
+        self,
+        step_id: str,
+        *,
+        event: str,
+        timeout: timedelta | str | int | float,
+        if_exp: str | None = None,
+    ) -> Event | None:
+        """Wait for an event named ``event``; return it, or ``None`` after ``timeout``.
+
+        Only events accepted after this step is first reached count. ``if_exp``
+        is a CEL condition where ``event`` is this run's triggering event and
+        ``async`` the candidate, e.g. ``"async.data.orderId == event.data.orderId"``
+        (that equality form is indexed: matching stays cheap with many waits).
+        """
+        what = f"step.wait_for_event({step_id!r})"
+        if not isinstance(event, str) or not event or "*" in event:
+            raise NonRetriableError(f"{what}: event must be an event name, got {event!r}")
+        try:
+            delay = to_ms(timeout)
+            compile_if(if_exp)
+        except (DurationError, ConfigError) as exc:
+            raise NonRetriableError(f"{what}: {exc}") from None
+        _check_horizon(what, delay)
+        trigger = event_vars(self._driver.run.event)
+        spec = {
+            "event": event,
+            "if_exp": if_exp,
+            "trigger": trigger,
+            "hint": index_hint(if_exp, trigger),
+        }
+        output = await self._driver.waiting_step(
+            step_id, "wait", lambda now: (now + delay, {**spec, "registered_ms": now})
+        )
+        return None if output is None else Event.model_validate(output)
+
+    async def invoke(
+        self,
+        step_id: str,
+        *,
+        function: Any,
+        data: Mapping[str, Any] | None = None,
+        timeout: timedelta | str | int | float | None = None,
+    ) -> Any:
+        """Start ``function`` (of this app) with ``data`` and return its result.
+
+        The invoked run gets the event ``inngest/function.invoked``. Its failure,
+        a missing function or the ``timeout`` raise ``NonRetriableError`` here.
+        """
+        what = f"step.invoke({step_id!r})"
+        slug = function if isinstance(function, str) else getattr(function, "slug", None)
+        if not isinstance(slug, str) or not slug:
+            raise NonRetriableError(f"{what}: function must be a function of this app or its slug")
+        if data is not None and not isinstance(data, Mapping):
+            raise NonRetriableError(f"{what}: data must be a JSON object (a dict)")
+        try:
+            delay = to_ms(timeout) if timeout is not None else MAX_WAIT_MS
+        except DurationError as exc:
+            raise NonRetriableError(f"{what}: {exc}") from None
+        _check_horizon(what, delay)
+        spec = {"function": slug, "data": dict(data or {})}
+        return await self._driver.waiting_step(step_id, "invoke", lambda now: (now + delay, spec))
+
+
+#: The longest sleep, wait or invoke timeout (Inngest's limit).
+MAX_WAIT_MS = 366 * 24 * 3600 * 1000
+
+
+def _check_horizon(what: str, delay_ms: int) -> None:
+    if delay_ms > MAX_WAIT_MS:
+        raise NonRetriableError(
+            f"{what}: {delay_ms / 86_400_000:.1f} days is longer than the 366 days a run may "
+            "pause; split the pause (e.g. sleep again after waking) or schedule with a cron"
+        )
 
 
 class Group:

@@ -87,6 +87,29 @@ class StepFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class StepWaiting:
+    """A step that completes later, outside the run: a sleep, a wait, an invoke.
+
+    Memoize it as ``waiting``; the run suspends (a :class:`RunSuspended` follows).
+    ``due_ms`` is when it completes on its own: a sleep's wake-up, a wait's or an
+    invoke's timeout. ``spec`` says what the edge must set up: for ``op="wait"``
+    a wait registration (event name, ``if_exp``, the index hint); for
+    ``op="invoke"`` the function to start and its data. Until ``due_ms`` only the
+    edge completes the step (an event matched, the invoked run ended); from then
+    on the next activation completes it itself (``None``; an invoke fails).
+    """
+
+    type: ClassVar[str] = "step.waiting"
+    run_id: str
+    step_id: str
+    name: str
+    op: str
+    started_ms: int
+    due_ms: int
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class EventsSent:
     """``step.send_event`` produced these accepted events (ids already derived)."""
 
@@ -131,8 +154,10 @@ class RunSuspended:
     """The activation stopped; start a new one (from the top) at ``wake_at_ms``.
 
     ``reason`` says why: ``"retry"`` (a step's backoff), ``"replay"`` (the
-    always-replay test mode; wake at once, ``wake_at_ms`` None). Sleeps, waits
-    and invokes will use the same record with their own reasons.
+    always-replay test mode; wake at once, ``wake_at_ms`` None), or the ``op``
+    of a :class:`StepWaiting` (``"sleep"``, ``"wait"``, ``"invoke"``): then
+    ``wake_at_ms`` is the earliest ``due_ms`` of the run's waiting steps, and
+    the edge may wake the run earlier when it completes one of them.
     """
 
     type: ClassVar[str] = "run.suspended"
@@ -143,7 +168,7 @@ class RunSuspended:
     name: str | None = None
 
 
-StepEffect = StepCompleted | StepFailed | EventsSent
+StepEffect = StepCompleted | StepFailed | StepWaiting | EventsSent
 TerminalEffect = RunCompleted | RunFailed | RunSuspended
 Effect = StepEffect | TerminalEffect
 
@@ -168,7 +193,15 @@ def effect_to_dict(effect: Effect) -> dict[str, Any]:
 
 _TYPES: dict[str, type[Any]] = {
     cls.type: cls
-    for cls in (StepCompleted, StepFailed, EventsSent, RunCompleted, RunFailed, RunSuspended)
+    for cls in (
+        StepCompleted,
+        StepFailed,
+        StepWaiting,
+        EventsSent,
+        RunCompleted,
+        RunFailed,
+        RunSuspended,
+    )
 }
 
 

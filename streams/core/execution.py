@@ -36,6 +36,7 @@ from streams.core.effects import (
     RunSuspended,
     StepCompleted,
     StepFailed,
+    StepWaiting,
     TerminalEffect,
 )
 from streams.core.interrupts import Abort, Interrupt, Suspend
@@ -311,9 +312,7 @@ class RunDriver:
 
         return in_thread
 
-    async def run_step(self, user_id: str, op: str, body: StepBody) -> Any:
-        """The heart of memoization: answer from the memo, or run ``body`` once."""
-        self.check_open()
+    def _step_id(self, user_id: str) -> StepId:
         outer = _current_step.get()
         if outer is not None:
             self.fail_run(
@@ -329,12 +328,85 @@ class RunDriver:
                     f"run at step {sid.readable!r}; split the work across runs (send_event)"
                 )
             )
+        return sid
+
+    def _reach(self, sid: StepId, memo: Memo | None) -> None:
+        if memo is not None and sid.hashed not in self._reached:
+            self._memos_left -= 1
+        self._reached.add(sid.hashed)
+
+    async def waiting_step(
+        self, user_id: str, op: str, plan: Callable[[int], tuple[int, dict[str, Any]]]
+    ) -> Any:
+        """A step completed from outside the run (sleep, wait, invoke); see StepWaiting.
+
+        ``plan(now_ms)`` gives the step's due time and spec the first time it is
+        reached. Later activations answer from its memo: the output once the edge
+        completed it, a suspension until it is due, and the timeout outcome after.
+        Unlike ``run_step`` it is allowed while another branch is suspending, so
+        that ``group.parallel`` over several waits registers all of them at once.
+        """
+        if self._closed or self._fatal is not None:
+            raise Abort()
+        sid = self._step_id(user_id)
         memo = self.memos.get(sid.hashed)
-        attempt = 0
+        self._reach(sid, memo)
+        now = self.clock.now_ms()
         if memo is not None:
-            if sid.hashed not in self._reached:
-                self._memos_left -= 1
-            self._reached.add(sid.hashed)
+            if memo.status == "completed":
+                return memo.output
+            if memo.status == "failed":
+                error = memo.error or ErrorInfo("Error", f"{op} failed")
+                if op == "invoke":
+                    raise NonRetriableError(error.message)
+                raise StepError(error.message, error.name, error.stack)
+            if memo.status == "waiting" and memo.op == op:
+                due = int(memo.extra["due_ms"])
+                if now < due:
+                    self._suspend(op, due, sid)
+                return self._timed_out(sid, op, memo, now)
+        due, spec = plan(now)
+        self._ran_a_body = True
+        if op == "sleep" and due <= now:
+            self._emit(
+                StepCompleted(self.run.run_id, sid.hashed, sid.readable, None, now, now, 0, op)
+            )
+            return None
+        self._emit(StepWaiting(self.run.run_id, sid.hashed, sid.readable, op, now, due, spec))
+        self._suspend(op, due, sid)
+
+    def _timed_out(self, sid: StepId, op: str, memo: Memo, now: int) -> Any:
+        """A waiting step reached its due time: a sleep ends, a wait gets None."""
+        if op != "invoke":
+            self._emit(
+                StepCompleted(
+                    self.run.run_id, sid.hashed, sid.readable, None, memo.started_ms, now, 0, op
+                )
+            )
+            return None
+        spec = memo.extra.get("spec") or {}
+        message = (
+            f"step.invoke({sid.readable!r}): {spec.get('function', 'the function')} did not "
+            f"finish within its timeout ({(now - memo.started_ms) / 1000:.1f}s)"
+        )
+        error = ErrorInfo("InvokeTimeoutError", message)
+        self._emit(
+            StepFailed(
+                self.run.run_id, sid.hashed, sid.readable, error, 0, None, memo.started_ms, now, op
+            )
+        )
+        raise NonRetriableError(message)
+
+    async def run_step(self, user_id: str, op: str, body: StepBody) -> Any:
+        """The heart of memoization: answer from the memo, or run ``body`` once."""
+        self.check_open()
+        sid = self._step_id(user_id)
+        memo = self.memos.get(sid.hashed)
+        if memo is not None and memo.status == "waiting":
+            memo = None  # the code changed: a sleep/wait/invoke became a step.run
+        attempt = 0
+        self._reach(sid, memo)
+        if memo is not None:
             if memo.status == "completed":
                 return memo.output
             error = memo.error or ErrorInfo("Error", "step failed")
@@ -343,7 +415,6 @@ class RunDriver:
             attempt = memo.attempts
             if memo.retry_at_ms is not None and memo.retry_at_ms > self.clock.now_ms():
                 self._suspend("retry", memo.retry_at_ms, sid)
-        self._reached.add(sid.hashed)
         self._ran_a_body = True
         return await self._execute(sid, op, body, attempt)
 

@@ -1,11 +1,12 @@
 """Memos: what a run remembers of each step, keyed by the hashed step id.
 
-A memo is one of three states: ``completed`` (the output to return on replay),
-``failed`` (final error: replay raises ``StepError``), or ``retrying`` (attempts
-failed so far and when the next one is due). The edge stores them (a RocksDB
-table per function, keyed by run id + step id) and hands them to the next
-activation; :func:`apply_effect` is the one place that turns effects into memos,
-shared by every edge so they cannot disagree.
+A memo is one of four states: ``completed`` (the output to return on replay),
+``failed`` (final error: replay raises ``StepError``), ``retrying`` (attempts
+failed so far and when the next one is due), or ``waiting`` (a sleep, a wait
+for an event or an invoke under way: ``extra`` holds ``due_ms`` and the spec).
+The edge stores them (a RocksDB table per function, keyed by run id + step id)
+and hands them to the next activation; :func:`apply_effect` is the one place
+that turns effects into memos, shared by every edge so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streams.core.effects import Effect, ErrorInfo, StepCompleted, StepFailed
+from streams.core.effects import Effect, ErrorInfo, StepCompleted, StepFailed, StepWaiting
 
-MemoStatus = Literal["completed", "failed", "retrying"]
+MemoStatus = Literal["completed", "failed", "retrying", "waiting"]
 
 
 @dataclass(slots=True)
@@ -98,7 +99,46 @@ def memo_from_effect(effect: Effect) -> Memo | None:
             retry_at_ms=effect.retry_at_ms,
             op=effect.op,
         )
+    if isinstance(effect, StepWaiting):
+        return Memo(
+            step_id=effect.step_id,
+            name=effect.name,
+            status="waiting",
+            attempts=0,
+            started_ms=effect.started_ms,
+            op=effect.op,
+            extra={"due_ms": effect.due_ms, "spec": effect.spec},
+        )
     return None
+
+
+def due_ms(memo: Memo) -> int | None:
+    """When a ``waiting`` memo completes on its own (None for other memos)."""
+    if memo.status != "waiting":
+        return None
+    return int(memo.extra["due_ms"])
+
+
+def completion(
+    run_id: str,
+    memo: Memo,
+    now_ms: int,
+    *,
+    output: Any = None,
+    error: ErrorInfo | None = None,
+) -> StepCompleted | StepFailed:
+    """The effect that completes a ``waiting`` memo from outside the run.
+
+    What the edge applies when a wait's event arrives (``output`` = the event)
+    or an invoked run ends (its result, or ``error``: a final failure).
+    """
+    if error is not None:
+        return StepFailed(
+            run_id, memo.step_id, memo.name, error, 0, None, memo.started_ms, now_ms, memo.op
+        )
+    return StepCompleted(
+        run_id, memo.step_id, memo.name, output, memo.started_ms, now_ms, 0, memo.op
+    )
 
 
 def apply_effect(memos: MutableMapping[str, Memo], effect: Effect) -> Memo | None:

@@ -36,6 +36,9 @@ CORE_TOPICS: tuple[str, ...] = (
     "inngest.function.finished",
     "inngest.function.failed",
     "inngest.function.cancelled",
+    # Run cancellations asked for by `steplog runs cancel` and DELETE /v1/runs/{id}:
+    # {"run_id": ...} as JSON, keyed by run id; every app's router reads it.
+    "steplog.cancellations",
 )
 #: Room for the record batch header and headers on top of the largest record.
 RECORD_OVERHEAD_BYTES = 64 * 1024

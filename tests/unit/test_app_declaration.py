@@ -101,9 +101,7 @@ def test_handler_must_be_async() -> None:
         ("debounce", Debounce(period="5s")),
         ("priority", Priority(run="10")),
         ("batch_events", Batch(max_size=10, timeout="5s")),
-        ("cancel", Cancel(event="app/cancel")),
         ("singleton", Singleton()),
-        ("timeouts", Timeouts(finish="1h")),
     ],
 )
 def test_options_not_implemented_yet_fail_clearly(option: str, value: object) -> None:
@@ -114,9 +112,28 @@ def test_options_not_implemented_yet_fail_clearly(option: str, value: object) ->
     )
 
 
-def test_cron_trigger_not_implemented_yet() -> None:
-    with pytest.raises(ConfigError, match="shop-f: trigger\\[0\\]: TriggerCron is not implemented"):
-        declare(App("shop"), trigger=TriggerCron(cron="0 9 * * *"))
+def test_cancel_rules_and_timeouts_are_checked_at_declaration() -> None:
+    fn = declare(
+        App("shop"),
+        cancel=[Cancel(event="app/order.cancelled", if_exp="async.data.id == event.data.id")],
+        timeouts=Timeouts(start="10s", finish="1h"),
+    )
+    assert [c.event for c in fn.cancel] == ["app/order.cancelled"]
+    assert fn.timeouts is not None and fn.timeouts.finish is not None
+    with pytest.raises(ConfigError, match=r"shop-f: cancel: 6 rules given; .* at most 5"):
+        declare(App("shop"), cancel=[Cancel(event=f"app/c{i}") for i in range(6)])
+    with pytest.raises(ConfigError, match=r"shop-f: cancel\[0\]\.if_exp: .*unknown variable"):
+        declare(App("shop"), cancel=Cancel(event="app/c", if_exp="asink.data.id == 1"))
+    with pytest.raises(ConfigError, match=r"shop-f: cancel\[0\]\.event: .*no wildcard"):
+        declare(App("shop"), cancel=Cancel(event="app/*"))
+
+
+def test_cron_triggers_mix_with_event_triggers() -> None:
+    fn = declare(App("shop"), trigger=[TriggerCron(cron="0 9 * * *"), TriggerEvent(event="app/x")])
+    assert fn.event_patterns == ["app/x"]
+    only_cron = declare(App("shop"), trigger=TriggerCron(cron="0 9 * * *"))
+    assert only_cron.event_patterns == []
+    assert not only_cron.matches(Event(name="inngest/scheduled.timer"))
 
 
 def test_matches_wildcards_and_expressions_once_per_event() -> None:

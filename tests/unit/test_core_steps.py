@@ -227,16 +227,6 @@ async def test_steps_cannot_nest() -> None:
     assert "step 'inner' was called inside step 'outer'" in result.error.message
 
 
-async def test_unimplemented_step_kinds_fail_clearly() -> None:
-    async def fn(ctx: Context) -> Any:
-        await ctx.step.sleep("nap", "1s")
-
-    result = await testing.run_async(fn, EVENT)
-    assert result.status == "failed"
-    assert result.error is not None
-    assert result.error.message == "step.sleep is not implemented yet in this version of steplog"
-
-
 async def test_logger_is_quiet_while_replaying(caplog: pytest.LogCaptureFixture) -> None:
     async def fn(ctx: Context) -> Any:
         ctx.logger.info("before a")

@@ -20,6 +20,7 @@ PURE_MODULES = [
     "streams.core.retry",
     "streams.core.step_ids",
     "streams.app",
+    "streams.cron",
     "streams.options",
     "streams.durations",
     "streams.expressions",
