@@ -92,6 +92,11 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
         producer_acks=-1,
         stream_buffer_maxsize=8192,
         table_cleanup_interval=3600.0,
+        # No standby replicas: with them, faust-streaming 0.15 sometimes keeps a partition
+        # it just promoted from standby to active in its standby set after a member
+        # leaves, and never resumes that partition's stream (runs on it stall; seen in
+        # tests/test_workers.py under load). A new owner recovers from the changelog.
+        table_standby_replicas=0,
         logging_config=None,
     )
 

@@ -277,3 +277,38 @@ def test_runs_are_cancelled_by_the_http_api_and_the_cli(
     assert steplog(settings, "runs", "cancel", api_run).returncode == 0
     bad = steplog(settings, "runs", "cancel", "not-a-run")
     assert bad.returncode == 1 and "not a run id" in bad.stderr
+
+
+def test_a_wait_survives_a_worker_crash_and_a_start_timeout_cancels_late_runs(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    w1 = WorkerProc(settings, TARGET, app_id, tmp_path / "w1", TEST_LEDGER=str(ledger))
+    workers.append(w1.start())
+    send(settings, {"name": "app/report.requested", "data": {"reportId": "manual-1"}})
+    waits = settings.topic(f"steplog-{app_id}-waits")
+    wait_until(lambda: [m for m in read_all(settings, waits) if m.value()], 30, "the wait")
+    time.sleep(1.0)  # the run's waiting state reaches its changelog
+    w1.kill()
+    # while no worker runs: a reply, and an event whose run may start only within 1s
+    send(
+        settings,
+        {"name": "app/report.generated", "data": {"reportId": "manual-1", "url": "u1"}},
+        {"name": "test/prompt", "data": {}},
+    )
+    time.sleep(1.5)
+    w2 = WorkerProc(settings, TARGET, app_id, tmp_path / "w2", TEST_LEDGER=str(ledger))
+    workers.append(w2.start())
+    [done] = watch.wait_for(finished(fn(app_id, "process-report")), timeout=60)
+    assert done.data["result"] == {"status": "done", "url": "u1"}
+    [late] = watch.wait_for(cancelled(fn(app_id, "prompt-start")), timeout=30)
+    assert late.data["error"]["message"] == "function cancelled"
+    assert not entries(ledger, "ran")
+    # a prompt one runs
+    send(settings, {"name": "test/prompt", "data": {}})
+    watch.wait_for(finished(fn(app_id, "prompt-start")), timeout=30)
+    assert len(entries(ledger, "ran")) == 1

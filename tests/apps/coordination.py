@@ -86,8 +86,8 @@ async def process_report(ctx: Context) -> dict[str, Any]:
 @app.function(fn_id="generate-report", trigger=TriggerEvent(event="app/report.generate"))
 async def generate_report(ctx: Context) -> None:
     report_id = ctx.event.data["reportId"]
-    if report_id.startswith("never"):
-        return  # nobody answers: the waiting run times out
+    if report_id.startswith(("never", "manual")):
+        return  # nobody answers (the waiting run times out), or the test does
     await ctx.step.send_event(
         "done",
         Event(
@@ -189,3 +189,10 @@ async def slow_finish(ctx: Context) -> str:
     await ctx.step.run("first", record, ctx, "first")
     await ctx.step.sleep("too-long", "30s")
     return await ctx.step.run("second", record, ctx, "second")
+
+
+@app.function(
+    fn_id="prompt-start", trigger=TriggerEvent(event="test/prompt"), timeouts=Timeouts(start="1s")
+)
+async def prompt_start(ctx: Context) -> str:
+    return await ctx.step.run("ran", record, ctx, "ran")
