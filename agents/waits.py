@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How long routed events are remembered for registrations that arrive late.
-RECENT_WINDOW_MS = 5 * 60 * 1000
+#: How long (and how many) routed events are remembered for registrations that
+#: arrive late; the race they cover lasts milliseconds to seconds.
+RECENT_WINDOW_MS = 60 * 1000
+RECENT_MAX_EVENTS = 20_000
 
 
 class WaitRegistry:
@@ -50,7 +52,7 @@ class WaitRegistry:
         self.topic_name = settings.topic(f"steplog-{worker.app.app_id}-waits")
         self.topic = worker._raw_topic(self.topic_name, compacting=True)
         self.index = WaitIndex()
-        self.recent = RecentEvents(RECENT_WINDOW_MS)
+        self.recent = RecentEvents(RECENT_WINDOW_MS, RECENT_MAX_EVENTS)
         self.loaded: asyncio.Future[None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,6 +123,7 @@ class WaitRegistry:
                     self._post(items, initial=not caught_up)
         except Exception:
             log.exception("following the waits topic failed; waits will not match on this worker")
+            self._post([], initial=False)  # never leave the router waiting for the load
         finally:
             consumer.close()
 

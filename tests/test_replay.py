@@ -39,8 +39,12 @@ def app_id(unique_name: Callable[[str], str]) -> str:
     return unique_name("rpl")
 
 
-def start(procs: list[WorkerProc], settings: Settings, app_id: str, data_dir: Path) -> WorkerProc:
-    proc = WorkerProc(settings, TARGET, app_id, data_dir, TEST_LEDGER=str(data_dir / "ledger"))
+def start(
+    procs: list[WorkerProc], settings: Settings, app_id: str, data_dir: Path, **env: str
+) -> WorkerProc:
+    proc = WorkerProc(
+        settings, TARGET, app_id, data_dir, TEST_LEDGER=str(data_dir / "ledger"), **env
+    )
     procs.append(proc)
     return proc.start()
 
