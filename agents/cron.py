@@ -86,20 +86,7 @@ class CronRuntime:
         base = f"steplog-{worker.app.app_id}-cron"
         self.topic = worker._raw_topic(settings.topic(base))
         self.topic_name: str = self.topic.get_topic_name()
-        self.table = app.Table(
-            "steplog.cron",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-            changelog_topic=app.topic(
-                settings.topic(f"{base}-changelog"),
-                key_serializer="raw",
-                value_serializer="raw",
-                partitions=settings.partitions,
-                compacting=True,
-            ),
-            options=worker.rocksdb_options,
-        )
+        self.table = worker.state_table("steplog.cron", f"{base}-changelog")
         self.state = TableState(self.table)
         #: partition -> (slug, cron) -> due ms, for the partitions this worker resumed.
         self.due: dict[int, dict[tuple[str, str], int]] = {}

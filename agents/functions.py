@@ -121,20 +121,8 @@ class FunctionRuntime:
             partitions=settings.partitions,
             config=worker.topic_config,
         )
-        self.table = app.Table(
-            f"{fn.fn_id}-state",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-            changelog_topic=app.topic(
-                settings.topic(f"{base}-state-changelog"),
-                key_serializer="raw",
-                value_serializer="raw",
-                partitions=settings.partitions,
-                compacting=True,
-                config=worker.topic_config,
-            ),
-            options=worker.rocksdb_options,
+        self.table = worker.state_table(
+            f"{fn.fn_id}-state", f"{base}-state-changelog", config=worker.topic_config
         )
         self.state = TableState(self.table)
         self.active: dict[str, ActiveRun] = {}

@@ -55,20 +55,7 @@ class Router:
         )
         self.dlq = worker._raw_topic(settings.topic("events.dlq"))
         base = f"steplog-{worker.app.app_id}-router"
-        self.table = app.Table(
-            "router-dedup",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-            changelog_topic=app.topic(
-                settings.topic(f"{base}-dedup-changelog"),
-                key_serializer="raw",
-                value_serializer="raw",
-                partitions=settings.partitions,
-                compacting=True,
-            ),
-            options=worker.rocksdb_options,
-        )
+        self.table = worker.state_table("router-dedup", f"{base}-dedup-changelog")
         self.state = TableState(self.table)
         self.marks = Marks(worker, set(names))
         self.window_ms = int(settings.dedup_window.total_seconds() * 1000)

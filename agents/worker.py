@@ -107,6 +107,27 @@ class Worker:
             config=self.topic_config,
         )
 
+    def state_table(
+        self, name: str, changelog: str, *, config: dict[str, str] | None = None
+    ) -> Any:
+        """A Faust table of raw bytes on RocksDB, backed by the compacted ``changelog`` topic."""
+        settings = self.settings
+        return self.faust.Table(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            changelog_topic=self.faust.topic(
+                settings.topic(changelog),
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=settings.partitions,
+                compacting=True,
+                config=config,
+            ),
+            options=self.rocksdb_options,
+        )
+
     def create_topics(self) -> None:
         """Create the app's internal topics (journals, changelogs, history) if missing."""
         plain, compacted = [], []
