@@ -21,6 +21,7 @@ PURE_MODULES = [
     "streams.core.step_ids",
     "streams.app",
     "streams.cron",
+    "streams.waits",
     "streams.options",
     "streams.durations",
     "streams.expressions",
