@@ -19,6 +19,7 @@ from agents.marks import Marks
 from agents.store import TableState
 from streams.errors import StreamsError
 from streams.event import now_ms
+from streams.expressions import name_matches
 from streams.routing import DedupEntry, route
 from streams.serde import dlq_headers, ensure_accepted
 
@@ -41,15 +42,16 @@ class Router:
         settings = worker.settings
         app = worker.faust
         self.events_name = settings.topic("events")
-        # System topics are read only when some function triggers on system events.
-        system = [t.get_topic_name() for t in worker.system_topics.values()]
-        wants_system = any(
-            p.startswith("inngest/") or p == "*"
-            for fn in worker.app.functions.values()
-            for p in fn.event_patterns
-        )
+        # A system topic is read only when some function triggers on its event (an
+        # on_failure handler reads inngest/function.failed, not .finished).
+        patterns = [p for fn in worker.app.functions.values() for p in fn.event_patterns]
+        system = [
+            topic.get_topic_name()
+            for name, topic in worker.system_topics.items()
+            if any(name_matches(p, name) for p in patterns)
+        ]
         self.cancellations = settings.topic("steplog.cancellations")
-        names = [self.events_name, self.cancellations, *(system if wants_system else [])]
+        names = [self.events_name, self.cancellations, *system]
         self.channel = app.topic(
             *names, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
         )
