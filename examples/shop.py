@@ -3,13 +3,15 @@
 Send `app/order.created` (e.g. `steplog send app/order.created --data '{"orderId": "o1",
 "total": 30}'`): `process-order` reserves stock, charges, and emits `app/order.paid`
 (choreography); `send-receipt` reacts to that; failures land in `notify-ops`.
+`ask-for-review` sleeps a minute after payment, then waits up to a day for
+`app/review.posted` of that order (a refund, `app/order.refunded`, cancels it).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from streams import App, Context, Event, TriggerEvent
+from streams import App, Cancel, Context, Event, TriggerEvent
 
 app = App("shop")
 
@@ -47,3 +49,22 @@ async def process_order(ctx: Context) -> dict[str, object]:
 async def send_receipt(ctx: Context) -> dict[str, str]:
     sent = await ctx.step.run("email", lambda: {"to": ctx.event.data["orderId"]})
     return {"receipt": sent["to"]}
+
+
+@app.function(
+    fn_id="ask-for-review",
+    trigger=TriggerEvent(event="app/order.paid"),
+    cancel=[Cancel(event="app/order.refunded", if_exp="async.data.orderId == event.data.orderId")],
+)
+async def ask_for_review(ctx: Context) -> dict[str, object]:
+    await ctx.step.sleep("let-it-arrive", "1m")
+    await ctx.step.send_event(
+        "ask", Event(name="app/review.requested", data={"orderId": ctx.event.data["orderId"]})
+    )
+    review = await ctx.step.wait_for_event(
+        "wait-review",
+        event="app/review.posted",
+        timeout="1d",
+        if_exp="async.data.orderId == event.data.orderId",
+    )
+    return {"reviewed": review is not None}
