@@ -19,7 +19,15 @@ from streams.event import Event
 from streams.settings import Settings
 from tests.test_api import Server
 from tests.test_cli_events import steplog
-from tests.worker_harness import Watch, WorkerProc, finished, ledger_lines, read_all, wait_until
+from tests.worker_harness import (
+    Watch,
+    WorkerProc,
+    finished,
+    ledger_lines,
+    read_all,
+    wait_group_stable,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -50,7 +58,7 @@ def entries(ledger: Path, what: str | None = None) -> list[tuple[str, str, int]]
     out = []
     for line in ledger_lines(ledger):
         run_id, rest = line.split(" ", 1)
-        label, at = rest.rsplit(" ", 1)
+        label, at, _pid = rest.rsplit(" ", 2)
         if what is None or label == what:
             out.append((run_id, label, int(at)))
     return out
@@ -312,3 +320,40 @@ def test_a_wait_survives_a_worker_crash_and_a_start_timeout_cancels_late_runs(
     send(settings, {"name": "test/prompt", "data": {}})
     watch.wait_for(finished(fn(app_id, "prompt-start")), timeout=30)
     assert len(entries(ledger, "ran")) == 1
+
+
+def test_waits_invokes_and_sleeps_work_across_two_workers(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    settings = settings.model_copy(update={"partitions": 4})
+    for name in ("w1", "w2"):
+        proc = WorkerProc(settings, TARGET, app_id, tmp_path / name, TEST_LEDGER=str(ledger))
+        workers.append(proc.start(wait=False))
+    for proc in workers:
+        proc.wait_ready()
+    wait_group_stable(
+        settings, f"steplog-{app_id}", 2, settings.topic(f"steplog-{app_id}-fn-process-report")
+    )
+    n = 12
+    send(
+        settings,
+        *({"name": "app/report.requested", "data": {"reportId": f"r{i}"}} for i in range(n)),
+        *({"name": "test/checkout", "data": {"amount": i}} for i in range(n)),
+        *({"name": "test/nap", "data": {"seconds": 1}} for _ in range(n)),
+    )
+    reports = watch.wait_for(finished(fn(app_id, "process-report")), count=n, timeout=60)
+    assert sorted(e.data["result"]["url"] for e in reports) == sorted(
+        f"https://reports/r{i}" for i in range(n)
+    )
+    paid = watch.wait_for(finished(fn(app_id, "checkout")), count=n, timeout=60)
+    assert sorted(e.data["result"]["paid"]["charged"] for e in paid) == list(range(n))
+    naps = watch.wait_for(finished(fn(app_id, "nap")), count=n, timeout=60)
+    assert len({e.data["run_id"] for e in naps}) == n
+    # both workers ran steps (the runs' partitions are spread over them)
+    pids = {line.rsplit(" ", 1)[1] for line in ledger_lines(ledger)}
+    assert pids == {str(proc.proc.pid) for proc in workers if proc.proc}

@@ -1,7 +1,7 @@
 """Functions for the time-and-coordination tests: sleeps, waits, invoke, cancel, timeouts.
 
 Second-scale durations stand in for the minutes and days of real use. Step bodies
-append ``<run id> <what> <unix ms>`` to the ledger so tests can count executions
+append ``<run id> <what> <unix ms> <pid>`` to the ledger so tests can count executions
 and check timing across processes. The app id comes from TEST_APP_ID.
 """
 
@@ -29,7 +29,7 @@ LEDGER = Path(os.environ.get("TEST_LEDGER", "/tmp/steplog-ledger.txt"))
 
 def record(ctx: Context, what: str) -> str:
     with LEDGER.open("a") as f:
-        f.write(f"{ctx.run_id} {what} {time.time_ns() // 1_000_000}\n")
+        f.write(f"{ctx.run_id} {what} {time.time_ns() // 1_000_000} {os.getpid()}\n")
     return what
 
 
