@@ -580,7 +580,7 @@ class FunctionRuntime:
                 until = now + window_ms
                 start = TIMER_PREFIX + b"%013d" % (timers.loaded_until_ms + 1)
                 upto = TIMER_PREFIX + b"%013d" % (until + 1)
-                keys = [k for k, _ in self.state.scan(partition, TIMER_PREFIX, upto, start=start)]
+                keys = list(self.state.scan_keys(partition, TIMER_PREFIX, upto, start=start))
                 timers.load(keys, until)
             for tkey in timers.pop_due(now):
                 body = self.state.get(tkey)

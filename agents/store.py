@@ -61,6 +61,23 @@ class TableState:
             if raw is not None:
                 yield key, STATE.decode(raw)[1]
 
+    def scan_keys(
+        self,
+        partition: int,
+        prefix: bytes,
+        upto: bytes | None = None,
+        *,
+        start: bytes | None = None,
+    ) -> Iterator[bytes]:
+        """Like :meth:`scan`, keys only (values are not read or decoded)."""
+        db = self._db(partition)
+        if db is None:
+            return
+        for key in db.keys(from_key=start if start is not None else prefix):
+            if not key.startswith(prefix) or (upto is not None and key >= upto):
+                break
+            yield key
+
     def _db(self, partition: int) -> Any | None:
         store = self.table.data
         opener = getattr(store, "_db_for_partition", None)
