@@ -3,17 +3,23 @@
 Prints (never fails on timing):
   raw confluent-kafka producer (1 KB values, acks=all, idempotent)  -> baseline
   Client.send, batches of 5,000 1 KB events                         -> ratio to raw
-  HTTP, single-event requests, C concurrent connections              -> ratio to no-op
   HTTP no-op FastAPI endpoint served the same way (uvicorn, 1 proc)  -> baseline
+  HTTP, single-event requests, C concurrent connections              -> ratio to no-op
   HTTP, 100-event batches                                            -> events/s
 
-Usage: .venv/bin/python bench/ingest.py [--bootstrap HOST:PORT] [--seconds 5] [--profile]
+Each round measures every figure once, the baseline right before what is compared
+with it; with several rounds the summary gives the median of each figure and of
+each round's ratio (other work on a shared machine moves absolute numbers a lot).
+
+Usage: .venv/bin/python bench/ingest.py [--bootstrap HOST:PORT [--broker-pid PID]]
+       [--rounds 3] [--seconds 3] [--events 60000] [--profile]
 Without --bootstrap it starts a broker of its own (steplog's embedded Kafka) in a
-temporary directory. The API server runs in its own process; the load generator
-(aiohttp) in this one. Beside every figure: the load average and the CPU of each
-process (broker java, API server, this process, everything else) over that
-measurement. ``--profile`` runs the API server under cProfile (main thread) and
-prints its top functions (its figures are then not comparable).
+temporary directory. The API servers (uvicorn with uvloop and httptools, one
+process each) run beside this load generator (aiohttp). Beside every figure: the
+load average and the CPU of each process (broker java, API server, this process,
+everything else) over that measurement. ``--profile`` runs the API server under
+cProfile (main thread) and prints its top functions (its figures are then not
+comparable).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,11 +106,15 @@ class Cpu:
         self.before = {n: proc_cpu(p) for n, p in comps.items()}
         self.m0 = machine_busy()
 
-    def text(self) -> str:
-        wall = time.perf_counter() - self.t0
+    def used(self) -> dict[str, float]:
+        """Seconds of CPU per process (and ``other``) since the start."""
         used = {n: proc_cpu(p) - self.before[n] for n, p in self.comps.items()}
         used["other"] = max(machine_busy() - self.m0 - sum(used.values()), 0.0)
-        parts = " ".join(f"{n}={100 * s / wall:.0f}%" for n, s in used.items())
+        return used
+
+    def text(self) -> str:
+        wall = time.perf_counter() - self.t0
+        parts = " ".join(f"{n}={100 * s / wall:.0f}%" for n, s in self.used().items())
         return f"[load {self.load0:.2f}->{os.getloadavg()[0]:.2f}; cpu %of1core {parts}]"
 
 
@@ -128,14 +139,11 @@ def bench_raw(settings: Settings, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def bench_client(settings: Settings, n: int) -> float:
-    events = [{"name": "bench/client", "data": payload(i)} for i in range(n)]
-    with Client(settings) as client:
-        client.send(events[:100])  # warm up: connection, metadata
-        start = time.perf_counter()
-        for i in range(0, n, 5000):
-            client.send(events[i : i + 5000])
-        return n / (time.perf_counter() - start)
+def bench_client(client: Client, events: list[dict[str, object]]) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(events), 5000):
+        client.send(events[i : i + 5000])
+    return len(events) / (time.perf_counter() - start)
 
 
 def serve(
@@ -161,7 +169,7 @@ def serve(
             "-c",
             f"{app_code}\nimport uvicorn\n"
             f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', "
-            "access_log=False)",
+            "access_log=False, loop='uvloop', http='httptools')",
         ],
         env=env,
     )
@@ -208,18 +216,31 @@ def bench_http(url: str, body: bytes, concurrency: int, seconds: float) -> tuple
     return done / (time.perf_counter() - start), errors
 
 
+def median_line(label: str, values: list[float], unit: str, ratios: list[float] | None) -> str:
+    text = f"  {label:34s} median {statistics.median(values):>10,.0f} {unit}"
+    text += f"  (rounds: {', '.join(f'{v:,.0f}' for v in values)})"
+    if ratios:
+        text += (
+            f"; ratio median {statistics.median(ratios):.0%}"
+            f" (rounds: {', '.join(f'{r:.0%}' for r in ratios)})"
+        )
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--broker-pid", type=int, help="with --bootstrap: the broker's pid")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--profile", action="store_true", help="API server under cProfile")
     args = parser.parse_args()
 
     tmp = None
     bootstrap = args.bootstrap
-    broker_pid = None
+    broker_pid = args.broker_pid
     if not bootstrap:
         tmp = tempfile.mkdtemp(prefix="steplog-bench-")
         info = local.start(Path(tmp))
@@ -231,19 +252,11 @@ def main() -> None:
         ensure_topics(settings)
         comps = {"broker": broker_pid} if broker_pid else {}
         comps["loadgen"] = os.getpid()
-        print(f"broker {bootstrap}; machine: {os.cpu_count()} cores; 1 KB events (random, lz4)")
-        cpu = Cpu(comps)
-        raw = bench_raw(settings, args.events * 3)
         print(
-            f"raw confluent-kafka producer      {raw:>10,.0f} events/s   (baseline)  {cpu.text()}"
+            f"broker {bootstrap}; machine: {os.cpu_count()} cores; 1 KB events (random, lz4); "
+            f"{args.rounds} round(s)"
         )
-        cpu = Cpu(comps)
-        cli = bench_client(settings, args.events)
-        print(
-            f"Client.send (batches of 5,000)    {cli:>10,.0f} events/s   {cli / raw:5.0%} of raw"
-            f"  {cpu.text()}"
-        )
-
+        events = [{"name": "bench/client", "data": payload(i)} for i in range(args.events)]
         single = json.dumps({"name": "bench/http", "data": payload(0)}).encode()
         batch = json.dumps(
             [{"name": "bench/http", "data": payload(i)} for i in range(100)]
@@ -257,40 +270,91 @@ def main() -> None:
             settings,
             profile=prof if args.profile else None,
         )
+        c = args.concurrency
+        noop_url = f"http://127.0.0.1:{noop_port}/e/k"
+        api_url = f"http://127.0.0.1:{api_port}/e/k"
+        figures: dict[str, list[float]] = {}
+        ratios: dict[str, list[float]] = {}
+
+        def note(name: str, value: float, ratio: float | None = None) -> None:
+            figures.setdefault(name, []).append(value)
+            if ratio is not None:
+                ratios.setdefault(name, []).append(ratio)
+
+        client = Client(settings)
+        client.send(events[:100])  # warm up: connection, metadata, idempotent producer id
         try:
-            c = args.concurrency
-            cpu = Cpu({**comps, "server": noop.pid})
-            base, _ = bench_http(f"http://127.0.0.1:{noop_port}/e/k", single, c, args.seconds)
-            print(
-                f"HTTP no-op endpoint (c={c})        {base:>10,.0f} req/s      (baseline)"
-                f"  {cpu.text()}"
-            )
-            cpu = Cpu({**comps, "server": api.pid})
-            one, err1 = bench_http(f"http://127.0.0.1:{api_port}/e/k", single, c, args.seconds)
-            print(
-                f"HTTP single-event requests (c={c}) {one:>10,.0f} events/s   "
-                f"{one / base:5.0%} of no-op  errors={err1}  {cpu.text()}"
-            )
-            lat = {}
-            for name, port in (("no-op", noop_port), ("steplog", api_port)):
-                rate1, _ = bench_http(f"http://127.0.0.1:{port}/e/k", single, 1, 2.0)
-                lat[name] = 1e3 / rate1
-            print(
-                f"  one request at a time (c=1), mean latency: no-op {lat['no-op']:.2f} ms, "
-                f"steplog {lat['steplog']:.2f} ms (the difference ≈ Client.send's wait for "
-                "the broker's ack)"
-            )
-            cpu = Cpu({**comps, "server": api.pid})
-            many, err2 = bench_http(f"http://127.0.0.1:{api_port}/e/k", batch, 8, args.seconds)
-            print(
-                f"HTTP 100-event batches (c=8)      {many * 100:>10,.0f} events/s   "
-                f"({many:,.0f} req/s) errors={err2}  {cpu.text()}"
-            )
+            for r in range(args.rounds):
+                print(f"--- round {r + 1}")
+                cpu = Cpu(comps)
+                raw = bench_raw(settings, args.events * 3)
+                print(
+                    f"raw confluent-kafka producer       {raw:>10,.0f} events/s   (baseline)"
+                    f"  {cpu.text()}"
+                )
+                cpu = Cpu(comps)
+                cli = bench_client(client, events)
+                print(
+                    f"Client.send (batches of 5,000)    {cli:>10,.0f} events/s   "
+                    f"{cli / raw:5.0%} of raw  {cpu.text()}"
+                )
+                note("raw", raw)
+                note("client", cli, cli / raw)
+
+                cpu = Cpu({**comps, "server": noop.pid})
+                base, _ = bench_http(noop_url, single, c, args.seconds)
+                print(
+                    f"HTTP no-op endpoint (c={c})        {base:>10,.0f} req/s      (baseline)"
+                    f"  {cpu.text()}"
+                )
+                cpu = Cpu({**comps, "server": api.pid})
+                one, err1 = bench_http(api_url, single, c, args.seconds)
+                server_us = 1e6 * cpu.used()["server"] / (one * (time.perf_counter() - cpu.t0))
+                print(
+                    f"HTTP single-event requests (c={c}) {one:>10,.0f} events/s   "
+                    f"{one / base:5.0%} of no-op  errors={err1}  {cpu.text()}"
+                    f"  server {server_us:.0f} µs CPU/request"
+                )
+                note("noop", base)
+                note("single", one, one / base)
+                if r == 0:
+                    lat = {}
+                    for name, url in (("no-op", noop_url), ("steplog", api_url)):
+                        rate1, _ = bench_http(url, single, 1, 2.0)
+                        lat[name] = 1e3 / rate1
+                    print(
+                        f"  one request at a time (c=1), mean latency: no-op {lat['no-op']:.2f} "
+                        f"ms, steplog {lat['steplog']:.2f} ms (the difference ≈ the wait for "
+                        "the broker's ack)"
+                    )
+                cpu = Cpu({**comps, "server": api.pid})
+                many, err2 = bench_http(api_url, batch, 8, args.seconds)
+                server_us = (
+                    1e6 * cpu.used()["server"] / (many * 100 * (time.perf_counter() - cpu.t0))
+                )
+                print(
+                    f"HTTP 100-event batches (c=8)      {many * 100:>10,.0f} events/s   "
+                    f"({many:,.0f} req/s) errors={err2}  {cpu.text()}"
+                    f"  server {server_us:.1f} µs CPU/event"
+                )
+                note("batch", many * 100)
         finally:
+            client.close()
             noop.terminate()
             api.terminate()
             noop.wait()
             api.wait()
+        if args.rounds > 1:
+            print(f"--- summary over {args.rounds} rounds")
+            print(median_line("raw confluent-kafka producer", figures["raw"], "events/s", None))
+            print(median_line("Client.send", figures["client"], "events/s", ratios["client"]))
+            print(median_line("HTTP no-op endpoint", figures["noop"], "req/s", None))
+            print(
+                median_line(
+                    "HTTP single-event requests", figures["single"], "events/s", ratios["single"]
+                )
+            )
+            print(median_line("HTTP 100-event batches", figures["batch"], "events/s", None))
         if args.profile and Path(prof).exists():
             import pstats
 
@@ -300,7 +364,8 @@ def main() -> None:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
         print(
             f"load generator CPU: {cpu_seconds():.1f} s; processes: broker (java), "
-            "API server (uvicorn, 1 process), this load generator"
+            "2 API servers (uvicorn + uvloop + httptools, 1 process each; one serves at a "
+            "time), this load generator"
         )
     finally:
         if tmp:

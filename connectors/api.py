@@ -8,6 +8,7 @@ Inngest's event API so its SDKs (inngest-py's ``send``) work unchanged.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -15,12 +16,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from streams.client import Client
 from streams.errors import EventValidationError, KafkaUnavailableError, StreamsError
-from streams.event import parse_event, seeded_ids
+from streams.event import seeded_ids
 from streams.kafka.cancel import BadRunIdError, request_cancel
 from streams.settings import Settings
 
@@ -58,12 +60,11 @@ _SEND_OPENAPI: dict[str, Any] = {
 
 
 def _reply(status: int, ids: list[str], error: str | None = None) -> Response:
-    body: dict[str, Any] = {"ids": ids, "status": status}
-    if error is not None:
-        body["error"] = error
-    return Response(
-        json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json"
-    )
+    if error is None:  # the hot path; the same bytes as json.dumps (ids are ASCII ULIDs)
+        content = orjson.dumps({"ids": ids, "status": status})
+    else:
+        return _json(status, {"ids": ids, "status": status, "error": error})
+    return Response(content, status_code=status, media_type="application/json")
 
 
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
@@ -75,9 +76,16 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state["client"] = client or Client(settings)
-        yield
-        if client is None:
-            state["client"].close()
+        # What exists now (modules, the app, the client) lives as long as the server:
+        # frozen, the cyclic garbage collector stops walking it in every full
+        # collection (those took ~10% of the server's CPU on single-event requests).
+        gc.freeze()
+        try:
+            yield
+        finally:
+            gc.unfreeze()
+            if client is None:
+                state["client"].close()
 
     app = FastAPI(title="steplog event API", version="1", lifespan=lifespan)
 
@@ -105,7 +113,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
                 f"request body is {len(body)} bytes; the limit is "
                 f"{settings.max_request_bytes} bytes: send fewer events per request",
             )
-        if not body.strip():
+        if not body or body.isspace():
             return _reply(400, [], "request body is empty: send a JSON event or array of events")
         try:
             raw = json.loads(body)
@@ -121,17 +129,15 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             )
         client_ = state["client"]
         try:
-            events = [
-                parse_event(item, index=i if isinstance(raw, list) else None)
-                for i, item in enumerate(items)
-            ]
-            accepted = client_.prepare(
-                events, internal_ids=seeded_ids(request.headers.get(SEED_HEADER), len(events))
+            records = client_.encode(
+                items,
+                internal_ids=seeded_ids(request.headers.get(SEED_HEADER), len(items)),
+                index_parse_errors=isinstance(raw, list),
             )
         except EventValidationError as exc:
             return _reply(400, [], str(exc))
         try:
-            ids = await client_.send_accepted_async(accepted)
+            ids = await client_.send_encoded_async(records)
         except KafkaUnavailableError as exc:
             log.error("event API: Kafka failed: %s", exc)
             return _reply(503, exc.acked_ids, f"Kafka is unavailable: {exc}")
@@ -162,6 +168,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         return {"status": "ok"}
 
     return app
+
 
 def _json(status: int, body: dict[str, Any]) -> Response:
     return Response(

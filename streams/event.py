@@ -4,6 +4,13 @@ An :class:`Event` is what users build and what functions receive. :func:`accept`
 turns a user's event into an accepted one: it gets an ``internal_id`` (ULID),
 ``id`` defaults to it, ``ts`` 0 becomes the acceptance time, and the rules are
 checked with messages that say what to fix.
+
+:func:`accept_fields` is the ingest fast path for the same rules: it checks a plain
+dict (or an :class:`Event`) without building a model and returns the accepted
+fields with ``data`` already serialized. It never raises: for anything it is not
+sure about, including every invalid event, it returns None and the caller takes
+the model path above, which accepts the event or raises the error message. So
+both paths accept the same events and say the same things about the others.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ import json
 import time
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streams.errors import EventValidationError
-from streams.ids import new_ulid, ulid_from_int
+from streams.ids import new_ulid, ulids_with_randomness
 
 MAX_NAME_LENGTH = 256
 MAX_ID_LENGTH = 1024
@@ -148,10 +156,7 @@ def accept(
         raise EventValidationError(
             f"ts {event.ts} is more than 366 days ahead; delayed delivery is limited to 366 days"
         )
-    try:
-        encoded_data = json.dumps(event.data, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise EventValidationError(f"data is not JSON-serializable: {exc}") from None
+    encoded_data = encode_data(event.data)
     if max_bytes is not None and len(encoded_data) + len(event.name) > max_bytes:
         raise EventValidationError(
             f"event {event.name!r} is {len(encoded_data)} bytes; the limit is {max_bytes} bytes"
@@ -179,4 +184,146 @@ def seeded_ids(seed: str | None, count: int) -> list[str] | None:
         return None
     if not 0 <= millis < 2**48 or entropy >= 2**80:
         return None
-    return [ulid_from_int((millis << 80) | ((entropy + i) % 2**80)) for i in range(count)]
+    return ulids_with_randomness(millis, ((entropy + i) % 2**80 for i in range(count)))
+
+
+# --- data as JSON ------------------------------------------------------------------------
+
+#: Containers nested deeper than this are left to the standard library's encoder
+#: (which reports circular references).
+_MAX_PLAIN_DEPTH = 64
+
+_stdlib_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether ``value`` holds only JSON's own types: dict (str keys), list, tuple,
+    str, int, finite float, bool, None — the values orjson writes exactly as
+    :mod:`json` does. Anything else (subclasses, UUIDs, enums, NaN ...) is left
+    to :mod:`json`, so what is accepted and every error message stay its own."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return bool(value - value == 0.0)  # False for NaN and the infinities
+    if depth >= _MAX_PLAIN_DEPTH:
+        return False
+    if t is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            ti = type(item)
+            if ti is str or ti is int or ti is bool or item is None:
+                continue
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    if t is list or t is tuple:
+        for item in value:
+            ti = type(item)
+            if ti is str or ti is int or ti is bool or item is None:
+                continue
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    return False
+
+
+def _dump_data(data: Any) -> bytes:
+    """The UTF-8 JSON of ``data``; raises TypeError or ValueError as :mod:`json` does."""
+    if _plain(data, 0):
+        try:
+            return orjson.dumps(data)
+        except orjson.JSONEncodeError:  # integers beyond 64 bits: json writes them
+            pass
+    return _stdlib_dumps(data).encode("utf-8")
+
+
+def encode_data(data: Any) -> bytes:
+    """``data`` as compact UTF-8 JSON: what the envelope carries and the size limit counts.
+
+    Raises :class:`EventValidationError` for what JSON cannot carry (NaN, infinities,
+    objects :mod:`json` cannot serialize, text that is not valid Unicode).
+    """
+    try:
+        return _dump_data(data)
+    except (TypeError, ValueError) as exc:
+        raise EventValidationError(f"data is not JSON-serializable: {exc}") from None
+
+
+# --- the ingest fast path ------------------------------------------------------------------
+
+
+#: An accepted event's envelope fields, as :func:`accept_fields` returns them (a plain
+#: tuple: it is made once per event on the hot path): ``(name, data, data_json, id, ts,
+#: v)``; ``data_json`` is ``data`` as compact UTF-8 JSON, ``id`` None when it defaults
+#: to the internal id (assigned by the caller).
+AcceptedFields = tuple[str, dict[str, Any], bytes, str | None, int, str | None]
+
+
+def accept_fields(
+    raw: Any, at_ms: int, max_bytes: int | None = None, allow_reserved: bool = False
+) -> AcceptedFields | None:
+    """The accepted fields of a plain dict or an :class:`Event`, or None.
+
+    The same rules as ``accept(parse_event(raw))`` for a dict (``accept(raw)`` for an
+    Event), without building models. None means "take the model path": the event is
+    invalid, or unusual in a way only the model path handles (types it would
+    coerce, a ``data`` that is not a plain dict, ...). It never raises.
+    """
+    if type(raw) is dict:
+        name = raw.get("name")
+        if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH or name.isspace():
+            return None
+        data = raw.get("data")
+        if data is None:
+            data = {}
+        elif type(data) is not dict:
+            return None
+        event_id = raw.get("id")
+        if event_id is not None:
+            if type(event_id) is not str or len(event_id) > MAX_ID_LENGTH:
+                return None
+            event_id = event_id or None
+        ts = raw.get("ts")
+        if ts is None:
+            ts = 0
+        elif type(ts) is not int or (ts != 0 and not MIN_TS_MS <= ts <= MAX_TS_MS):
+            return None
+        v = raw.get("v")
+        if v is not None:
+            if type(v) is str:
+                v = v or None
+            elif type(v) is int:
+                v = str(v)
+            else:
+                return None
+        if "internal_id" in raw:  # validated by the model (then replaced at acceptance)
+            iid = raw["internal_id"]
+            if iid is not None and type(iid) is not str:
+                return None
+    elif isinstance(raw, Event):
+        name, data, event_id, ts, v = raw.name, raw.data, raw.id, raw.ts, raw.v
+        if (
+            type(name) is not str
+            or type(data) is not dict
+            or type(ts) is not int
+            or not (event_id is None or type(event_id) is str)
+            or not (v is None or type(v) is str)
+        ):
+            return None
+    else:
+        return None
+    if not allow_reserved and name.startswith(RESERVED_PREFIX):
+        return None
+    if ts and ts > at_ms + MAX_FUTURE_MS:
+        return None
+    if not _plain(data, 0):  # keys that are not text, values only json writes ...
+        return None
+    try:
+        data_json = orjson.dumps(data)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, text that is not Unicode
+        return None
+    if max_bytes is not None and len(data_json) + len(name) > max_bytes:
+        return None
+    return (name, data, data_json, event_id or None, ts or at_ms, v)

@@ -49,3 +49,26 @@ def test_one_invalid_event_writes_nothing(settings: Settings) -> None:
     with Client(settings) as client, pytest.raises(EventValidationError, match="event 1: name"):
         client.send([{"name": "ok"}, {"name": ""}])
     assert record_count(settings, settings.topic("events")) == 0
+
+
+def test_concurrent_async_and_sync_sends_share_one_producer(settings: Settings) -> None:
+    """Reports are served by whoever polls: the loop's pump or a sync sender's thread."""
+    ensure_topics(settings)
+    client = Client(settings)
+
+    async def go() -> list[list[str]]:
+        loop = asyncio.get_running_loop()
+        in_thread = loop.run_in_executor(
+            None, client.send, [{"name": "app/sync", "data": {"i": i}} for i in range(300)]
+        )
+        singles = [client.send_async({"name": "app/async", "data": {"i": i}}) for i in range(50)]
+        return [*await asyncio.gather(*singles), await in_thread]
+
+    try:
+        for _ in range(2):  # a second event loop: the first one's pump is gone
+            results = asyncio.run(go())
+            assert sum(len(r) for r in results) == 350
+            assert not client._pumps
+    finally:
+        client.close()
+    assert record_count(settings, settings.topic("events")) == 700
