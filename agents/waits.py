@@ -162,7 +162,9 @@ class WaitRegistry:
         if not initial and self.loaded is not None and not self.loaded.done():
             self.loaded.set_result(None)
             log.info("waits: %d pending wait(s) loaded", len(self.index))
-        self.index.expire(now_ms())
+        now = now_ms()
+        self.index.expire(now)
+        self.recent.trim(now)
 
     def _check_recent(self, wait: Wait) -> None:
         """A registration that arrived after events it may wait for (the reply race)."""

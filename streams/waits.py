@@ -21,11 +21,12 @@ run the waiting run triggered a moment before) still gets it.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,22 @@ def index_hint(if_exp: str | None, trigger: dict[str, Any]) -> tuple[str, str] |
                 async_path, literal = match.groups() if async_first else match.groups()[::-1]
                 return async_path, _key(_literal(literal))
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def hint_is_whole(if_exp: str | None) -> bool:
+    """Whether a hint from ``if_exp`` is the whole condition (one equality, no ``&&``).
+
+    Then a wait found in the hint's bucket matches without evaluating CEL: equal
+    JSON values are equal in CEL.
+    """
+    if not if_exp or "||" in if_exp:
+        return False
+    parts = _conjuncts(if_exp)
+    return len(parts) == 1 and any(
+        p.match(parts[0])
+        for p in (_ASYNC_EQ_EVENT, _EVENT_EQ_ASYNC, _ASYNC_EQ_LITERAL, _LITERAL_EQ_ASYNC)
+    )
 
 
 def _conjuncts(source: str) -> list[str]:
@@ -310,7 +327,11 @@ class WaitIndex:
             wait
             for wait in self.candidates(event)
             if wait.registered_ms <= at < wait.expires_ms
-            and (wait.if_exp is None or _holds(wait, event))
+            and (
+                wait.if_exp is None
+                or (wait.hint is not None and hint_is_whole(wait.if_exp))
+                or _holds(wait, event)
+            )
         ]
 
 
@@ -338,34 +359,54 @@ def _holds(wait: Wait, event: Event) -> bool:
 
 
 class RecentEvents:
-    """Events of the last ``window_ms`` (by acceptance time), by name, in memory."""
+    """Events routed in the last ``window_ms`` (at most ``max_events``), by name, in memory.
+
+    Kept by the time they were routed (so a router that lags still remembers what it
+    just routed); each carries its acceptance time for the matching rule.
+    """
+
+    #: Clock differences allowed between the hosts that accept and route events.
+    SKEW_MS = 10_000
 
     def __init__(self, window_ms: int, max_events: int = 100_000) -> None:
         self.window_ms = window_ms
         self.max_events = max_events
-        self._order: deque[tuple[int, Event]] = deque()
-        self._by_name: dict[str, deque[tuple[int, Event]]] = {}
-        #: Events accepted before this time may be missing (window or size limit).
-        self.complete_since_ms = 0
+        self._order: deque[tuple[int, int, Event]] = deque()
+        self._by_name: dict[str, deque[tuple[int, int, Event]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
 
     def add(self, event: Event, now_ms: int, at_ms: int | None = None) -> None:
         at = accepted_ms(event) if at_ms is None else at_ms
-        item = (at, event)
+        item = (now_ms, at, event)
         self._order.append(item)
         self._by_name.setdefault(event.name, deque()).append(item)
-        self._trim(now_ms)
+        self.trim(now_ms)
 
-    def _trim(self, now_ms: int) -> None:
+    def trim(self, now_ms: int) -> None:
+        """Forget events routed before the window (or beyond the size limit)."""
         horizon = now_ms - self.window_ms
         while self._order and (self._order[0][0] < horizon or len(self._order) > self.max_events):
-            at, event = self._order.popleft()
-            self.complete_since_ms = max(self.complete_since_ms, at + 1)
+            _, _, event = self._order.popleft()
             named = self._by_name.get(event.name)
             if named:
                 named.popleft()
                 if not named:
                     del self._by_name[event.name]
 
-    def since(self, name: str, ms: int) -> Iterable[tuple[int, Event]]:
-        """``(accepted ms, event)`` named ``name``, accepted at or after ``ms`` (still kept)."""
-        return [(at, e) for at, e in self._by_name.get(name, ()) if at >= ms]
+    def since(self, name: str, ms: int) -> list[tuple[int, Event]]:
+        """``(accepted ms, event)`` named ``name`` accepted at or after ``ms``, oldest first.
+
+        An event accepted at or after ``ms`` was routed after ``ms`` too, so the walk
+        goes from the last routed event back and stops at events routed before ``ms``
+        (less the clock skew): its cost is the events routed since, not all kept.
+        """
+        out = []
+        for routed, at, event in reversed(self._by_name.get(name, ())):
+            if routed < ms - self.SKEW_MS:
+                break
+            if at >= ms:
+                out.append((at, event))
+        out.reverse()
+        return out

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from streams.event import Event, accept
 from streams.expressions import event_vars
-from streams.waits import RecentEvents, Wait, WaitIndex, index_hint, matches_wait
+from streams.waits import (
+    RecentEvents,
+    Wait,
+    WaitIndex,
+    hint_is_whole,
+    index_hint,
+    matches_wait,
+)
 
 T0 = 1_700_000_000_000
 TRIGGER = event_vars(Event(name="app/report.requested", data={"reportId": "r1", "n": 2}))
@@ -100,14 +107,38 @@ def test_wait_round_trips_through_a_dict() -> None:
     assert not matches_wait(w, reply("r4"))
 
 
-def test_recent_events_keep_a_window_by_name() -> None:
+def test_recent_events_keep_what_was_routed_in_the_window() -> None:
     recent = RecentEvents(window_ms=1000)
     recent.add(reply("a", at=T0), now_ms=T0)
     recent.add(reply("b", at=T0 + 500), now_ms=T0 + 500)
-    recent.add(Event(name="other", data={}, internal_id=None), now_ms=T0 + 500)
+    recent.add(Event(name="other", data={}), now_ms=T0 + 500)
     assert [e.data["reportId"] for _, e in recent.since("app/report.generated", T0 + 1)] == ["b"]
     recent.add(reply("c", at=T0 + 1400), now_ms=T0 + 1400)
     assert [e.data["reportId"] for _, e in recent.since("app/report.generated", 0)] == ["b", "c"]
-    assert recent.complete_since_ms == T0 + 1
-    recent.add(reply("d", at=T0 + 1600), now_ms=T0 + 1600)
-    assert [e.data["reportId"] for _, e in recent.since("app/report.generated", 0)] == ["c", "d"]
+    recent.trim(T0 + 1600)  # also when idle
+    assert [e.data["reportId"] for _, e in recent.since("app/report.generated", 0)] == ["c"]
+    # a router that lags: an event accepted long ago is still remembered once routed
+    recent.add(reply("late", at=T0 - 120_000), now_ms=T0 + 1700)
+    assert [e.data["reportId"] for _, e in recent.since("app/report.generated", T0 - 200_000)] == [
+        "c",
+        "late",
+    ]
+    # only events accepted since the wait's registration count
+    assert [e.data["reportId"] for _, e in recent.since("app/report.generated", T0 + 1400)] == ["c"]
+
+
+def test_recent_events_since_walks_only_the_newest() -> None:
+    recent = RecentEvents(window_ms=10**9, max_events=10**6)
+    for i in range(50_000):
+        recent.add(reply(f"r{i}", at=T0 + i), now_ms=T0 + i)
+    # the registration is recent: only the newest events are looked at (fast), in order
+    got = recent.since("app/report.generated", T0 + 49_990)
+    assert [e.data["reportId"] for _, e in got] == [f"r{i}" for i in range(49_990, 50_000)]
+
+
+def test_a_whole_equality_needs_no_cel_after_the_index() -> None:
+    assert hint_is_whole("async.data.reportId == event.data.reportId")
+    assert hint_is_whole("(event.data.n == async.data.count)")
+    assert not hint_is_whole("async.data.a == event.data.a && async.data.ok")
+    assert not hint_is_whole("async.data.total > 1")
+    assert not hint_is_whole(None)
