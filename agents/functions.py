@@ -54,7 +54,7 @@ from streams.durations import to_ms
 from streams.event import Event, accept
 from streams.expressions import event_vars
 from streams.serde.internal import JsonBodyCodec
-from streams.waits import Wait, accepted_ms, index_hint
+from streams.waits import Wait, accepted_ms, index_hint, trigger_for
 
 if TYPE_CHECKING:
     from agents.worker import Worker
@@ -226,7 +226,7 @@ class FunctionRuntime:
                     if_exp=rule.if_exp,
                     registered_ms=since,
                     expires_ms=max(now, since) + horizon,
-                    trigger=trigger,
+                    trigger=trigger_for(rule.if_exp, trigger),
                     kind="cancel",
                     hint=index_hint(rule.if_exp, trigger),
                 )
@@ -360,7 +360,7 @@ class FunctionRuntime:
                     if_exp=spec.get("if_exp"),
                     registered_ms=int(spec.get("registered_ms", effect.started_ms)),
                     expires_ms=effect.due_ms,
-                    trigger=spec.get("trigger") or {},
+                    trigger=trigger_for(spec.get("if_exp"), spec.get("trigger") or {}),
                     hint=(str(hint[0]), str(hint[1])) if hint else None,
                 )
             )

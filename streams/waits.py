@@ -342,7 +342,26 @@ def matches_wait(wait: Wait, event: Event, at_ms: int | None = None) -> bool:
     at = accepted_ms(event) if at_ms is None else at_ms
     if not wait.registered_ms <= at < wait.expires_ms:
         return False
-    return wait.if_exp is None or _holds(wait, event)
+    if wait.if_exp is None:
+        return True
+    if wait.hint is not None and hint_is_whole(wait.if_exp):
+        path, value = wait.hint
+        try:
+            return _key(_lookup(event_vars(event), path)) == value
+        except (KeyError, TypeError):
+            return False
+    return _holds(wait, event)
+
+
+def trigger_for(if_exp: str | None, trigger: dict[str, Any]) -> dict[str, Any]:
+    """What a wait keeps of its run's triggering event: nothing when the hint says it all.
+
+    Every worker holds every pending wait; the hint of a whole equality already
+    holds the one value the condition reads from ``event``.
+    """
+    if if_exp is None or (hint_is_whole(if_exp) and index_hint(if_exp, trigger) is not None):
+        return {}
+    return trigger
 
 
 def _holds(wait: Wait, event: Event) -> bool:

@@ -11,6 +11,7 @@ from streams.waits import (
     hint_is_whole,
     index_hint,
     matches_wait,
+    trigger_for,
 )
 
 T0 = 1_700_000_000_000
@@ -142,3 +143,15 @@ def test_a_whole_equality_needs_no_cel_after_the_index() -> None:
     assert not hint_is_whole("async.data.a == event.data.a && async.data.ok")
     assert not hint_is_whole("async.data.total > 1")
     assert not hint_is_whole(None)
+
+
+def test_a_wait_keeps_its_trigger_only_when_its_condition_needs_it() -> None:
+    eq = "async.data.reportId == event.data.reportId"
+    assert trigger_for(eq, TRIGGER) == {}
+    assert trigger_for(None, TRIGGER) == {}
+    assert trigger_for(eq + " && async.data.ok", TRIGGER) == TRIGGER
+    slim = Wait(**{**wait(1, if_exp=eq).__dict__, "trigger": {}})
+    assert matches_wait(slim, reply("r1")) and not matches_wait(slim, reply("r2"))
+    index = WaitIndex()
+    index.add(slim)
+    assert index.matches(reply("r1")) == [slim]
