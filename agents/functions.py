@@ -485,6 +485,17 @@ class FunctionRuntime:
         error: dict[str, Any] | None = None,
     ) -> None:
         ended = now_ms()
+        run.state.update({"status": status, "ended_ms": ended})
+        # What others wait for goes out first, acknowledged, and only then the final
+        # state: a crash in between runs the end of the run again (the same event ids)
+        # instead of leaving a finished run whose function.finished was never written.
+        delivered = await self.worker.system_events(
+            self.slug, run, status, result=result, error=error
+        )
+        invoker = run.state.get("invoker")
+        if invoker:
+            delivered += await self._answer_invoker(run, invoker, status, result, error)
+        await asyncio.gather(*delivered)
         for memo in run.memos.values():
             if memo.status == "waiting" and memo.op == "wait":
                 await self.worker.waits.unregister(f"{run.run_id}|{memo.step_id}")
@@ -495,7 +506,6 @@ class FunctionRuntime:
                 self.state.delete(key)
             self.state.delete(ACTIVE + run.run_id.encode())
         run.unwritten.clear()
-        run.state.update({"status": status, "ended_ms": ended})
         final = {
             k: run.state[k]
             for k in ("status", "function_id", "key", "started_ms", "ended_ms", "attempt")
@@ -504,11 +514,7 @@ class FunctionRuntime:
         retention = int(self.worker.settings.run_retention.total_seconds() * 1000)
         self._set_timer(run.partition, ended + retention, run.run_id, "expire", run.state["key"])
         self._release(run)
-        await self.worker.system_events(self.slug, run, status, result=result, error=error)
         self.worker.history(run, self.slug, result=result, error=error)
-        invoker = run.state.get("invoker")
-        if invoker:
-            await self._answer_invoker(run, invoker, status, result, error)
 
     async def _answer_invoker(
         self,
@@ -517,11 +523,14 @@ class FunctionRuntime:
         status: str,
         result: Any,
         error: dict[str, Any] | None,
-    ) -> None:
-        """Complete the ``step.invoke`` that started this run, in its caller's journal."""
+    ) -> list[Any]:
+        """Complete the ``step.invoke`` that started this run, in its caller's journal.
+
+        Returns the delivery future of the record.
+        """
         caller = self.worker.runtimes.get(invoker["function"])
         if caller is None:
-            return
+            return []
         body: dict[str, Any] = {"step_id": invoker["step_id"]}
         if status == "completed":
             body["output"] = result
@@ -532,10 +541,12 @@ class FunctionRuntime:
                 "message": f"invoked function {self.slug} {status}: {detail}",
                 "stack": (error or {}).get("stack"),
             }
-        await caller.topic.send(
+        sent = await caller.topic.send(
             key=str(invoker["key"]).encode(),
             value=RUN_RECORDS.encode("resolve", body, run_id=invoker["run_id"], at_ms=now_ms()),
+            force=True,
         )
+        return [sent]
 
     def _release(self, run: ActiveRun) -> None:
         if self.active.get(run.run_id) is run:

@@ -221,7 +221,8 @@ class Worker:
         *,
         result: Any = None,
         error: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> list[Any]:
+        """Write the run's system events; return their delivery futures (await them)."""
         trigger = run.state["event"]
         data = {
             "function_id": function_id,
@@ -232,6 +233,7 @@ class Worker:
             "result": result,
             "_inngest": {"status": status},
         }
+        delivered = []
         for name in SYSTEM_TOPICS[status]:
             event_id, internal_id = system_event_id(run.run_id, name)
             event = Event(
@@ -241,9 +243,14 @@ class Worker:
                 internal_id=internal_id,
                 ts=run.state.get("ended_ms") or now_ms(),
             )
-            await self.system_topics[name].send(
-                key=run.run_id.encode(), value=self.codec.encode(event)
+            delivered.append(
+                # force: publish now, not when the agent's current event is acked
+                # (Faust's attachments), so the caller can wait for the delivery
+                await self.system_topics[name].send(
+                    key=run.run_id.encode(), value=self.codec.encode(event), force=True
+                )
             )
+        return delivered
 
     def history(
         self,
