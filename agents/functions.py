@@ -486,16 +486,14 @@ class FunctionRuntime:
     ) -> None:
         ended = now_ms()
         run.state.update({"status": status, "ended_ms": ended})
-        # What others wait for goes out first, acknowledged, and only then the final
-        # state: a crash in between runs the end of the run again (the same event ids)
-        # instead of leaving a finished run whose function.finished was never written.
-        delivered = await self.worker.system_events(
-            self.slug, run, status, result=result, error=error
-        )
+        # What others wait for is published first and at once (not when Faust commits
+        # the agent's offset, as it does with other sends from an agent), and only then
+        # the final state is written: a crash leaves the end to be announced again (the
+        # same event ids) rather than a finished run whose function.finished was lost.
+        await self.worker.system_events(self.slug, run, status, result=result, error=error)
         invoker = run.state.get("invoker")
         if invoker:
-            delivered += await self._answer_invoker(run, invoker, status, result, error)
-        await asyncio.gather(*delivered)
+            await self._answer_invoker(run, invoker, status, result, error)
         for memo in run.memos.values():
             if memo.status == "waiting" and memo.op == "wait":
                 await self.worker.waits.unregister(f"{run.run_id}|{memo.step_id}")
