@@ -44,6 +44,7 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import procs
 from streams.client import Client
 from streams.kafka import local
 from streams.kafka.admin import ensure_topics
@@ -74,26 +75,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def proc_cpu(pid: int) -> float:
-    """utime + stime of one process (all its threads), in seconds."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def machine_busy() -> float:
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / TICK
 
 
 class Cpu:
@@ -103,13 +89,13 @@ class Cpu:
         self.comps = comps
         self.t0 = time.perf_counter()
         self.load0 = os.getloadavg()[0]
-        self.before = {n: proc_cpu(p) for n, p in comps.items()}
-        self.m0 = machine_busy()
+        self.before = {n: procs.cpu_seconds(p) for n, p in comps.items()}
+        self.m0 = procs.machine_busy()
 
     def used(self) -> dict[str, float]:
         """Seconds of CPU per process (and ``other``) since the start."""
-        used = {n: proc_cpu(p) - self.before[n] for n, p in self.comps.items()}
-        used["other"] = max(machine_busy() - self.m0 - sum(used.values()), 0.0)
+        used = {n: procs.cpu_seconds(p) - self.before[n] for n, p in self.comps.items()}
+        used["other"] = max(procs.machine_busy() - self.m0 - sum(used.values()), 0.0)
         return used
 
     def text(self) -> str:
