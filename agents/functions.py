@@ -486,10 +486,10 @@ class FunctionRuntime:
     ) -> None:
         ended = now_ms()
         run.state.update({"status": status, "ended_ms": ended})
-        # What others wait for is published first and at once (not when Faust commits
-        # the agent's offset, as it does with other sends from an agent), and only then
-        # the final state is written: a crash leaves the end to be announced again (the
-        # same event ids) rather than a finished run whose function.finished was lost.
+        # What others wait for goes to the producer first; the final state follows
+        # through Faust's table buffer, so it reaches Kafka later: a crash leaves the end
+        # to be announced again (the same event ids) rather than a finished run whose
+        # function.finished was lost.
         await self.worker.system_events(self.slug, run, status, result=result, error=error)
         invoker = run.state.get("invoker")
         if invoker:

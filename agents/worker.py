@@ -22,7 +22,12 @@ import faust
 from ulid import ULID
 
 from agents.cron import CronRuntime, cron_functions
-from agents.faust_app import ROCKSDB_OPTIONS, complete_flush_before_commit, make_faust_app
+from agents.faust_app import (
+    ROCKSDB_OPTIONS,
+    complete_flush_before_commit,
+    make_faust_app,
+    seek_uncommitted_to_beginning,
+)
 from agents.functions import ActiveRun, FunctionRuntime
 from agents.manifest import check_manifest
 from agents.router import Router
@@ -66,6 +71,7 @@ class Worker:
         self.settings = settings or app.settings
         self.faust: faust.App = make_faust_app(app.app_id, self.settings)
         complete_flush_before_commit(self.faust)
+        seek_uncommitted_to_beginning(self.faust)
         self.codec = EventCodec(self.settings)
         self.topic_config = {"max.message.bytes": str(self.settings.max_record_bytes + 65536)}
         self.rocksdb_options = dict(ROCKSDB_OPTIONS)
@@ -244,8 +250,8 @@ class Worker:
                 ts=run.state.get("ended_ms") or now_ms(),
             )
             delivered.append(
-                # force: publish now, not when the agent's current event is acked
-                # (Faust's attachments), so the caller can wait for the delivery
+                # force: never deferred to the agent's commit, even if
+                # stream_publish_on_commit is turned on
                 await self.system_topics[name].send(
                     key=run.run_id.encode(), value=self.codec.encode(event), force=True
                 )

@@ -121,12 +121,6 @@ def test_a_consumer_group_reset_replays_events_as_new_runs(
     assert {m["epoch"] for k, m in marks(settings, app_id).items() if k in ends} == {1}
 
 
-@pytest.mark.xfail(
-    reason="known fault, see the session-2 note: with no commit before the kill, runs the "
-    "first worker finished can lose their function.finished (Faust publishes in-agent sends "
-    "at commit time) and some runs do not finish after the restart; under investigation",
-    strict=False,
-)
 def test_a_crash_re_delivery_starts_no_second_runs(
     settings: Settings, app_id: str, tmp_path: Path, watch: Watch, workers: list[WorkerProc]
 ) -> None:
