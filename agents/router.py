@@ -20,7 +20,7 @@ from agents.store import TableState
 from streams.errors import StreamsError
 from streams.event import now_ms
 from streams.expressions import name_matches
-from streams.routing import DedupEntry, route
+from streams.routing import DedupEntry, remembers, route
 from streams.serde import dlq_headers, ensure_accepted
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class Router:
             return
         epoch = await self.marks.epoch(msg.tp)
         dkey = DEDUP + event.key.encode()
-        raw = self.state.get(dkey)
+        raw = self.state.get(dkey) if remembers(event) else None
         entry = DedupEntry.from_dict(raw) if raw else None
         decision = route(
             event, self.functions, entry, epoch=epoch, now_ms=now, window_ms=self.window_ms

@@ -102,6 +102,18 @@ class Decision:
     duplicate_of: str | None = None
 
 
+def remembers(event: Event) -> bool:
+    """Whether the router keeps a dedup entry for ``event``'s ``id``.
+
+    Only ids a sender gave are deduplicated (as in Inngest). An event sent without
+    one took its ``internal_id`` as ``id``: no other event carries it, and a crash
+    re-delivery of the same record is caught by the derived run ids. Not remembering
+    it saves a table lookup and four changelog records (the entry and its expiry
+    key, then their deletion) per event.
+    """
+    return event.id != event.internal_id
+
+
 def route(
     event: Event,
     functions: Iterable[Routable],
@@ -138,6 +150,8 @@ def route(
         # Same record again (crash re-delivery): same run ids; the agents drop repeats.
         return Decision(starts, None)
     if live is None:
+        if not remembers(event):
+            return Decision(starts, None)
         new = DedupEntry(internal_id, epoch, now_ms, [s.function for s in starts])
         return Decision(starts, new)
     # A duplicate id: only functions that have not run for it yet start.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ulid import ULID
 
 from streams.event import Event, accept
-from streams.routing import DedupEntry, route, run_id
+from streams.routing import DedupEntry, remembers, route, run_id
 
 WINDOW = 24 * 3600 * 1000
 
@@ -43,7 +43,7 @@ def test_run_id_is_a_deterministic_ulid_with_the_event_time() -> None:
 
 def test_fan_out_starts_one_run_per_matching_function() -> None:
     fns = [Fn("s-a", "app/a"), Fn("s-b", "app/a", key="user"), Fn("s-c", "app/other")]
-    d = route(ev(), fns, None, epoch=0, now_ms=1, window_ms=WINDOW)
+    d = route(ev(id="order-1"), fns, None, epoch=0, now_ms=1, window_ms=WINDOW)
     assert [s.function for s in d.starts] == ["s-a", "s-b"]
     assert d.starts[0].key == d.starts[0].run_id
     assert d.starts[1].key == "u1"
@@ -95,3 +95,18 @@ def test_replay_epoch_gives_new_run_ids_and_dedups_again_within_the_replay() -> 
 def test_dedup_entry_round_trips() -> None:
     entry = DedupEntry("01H", 2, 10, ["a"])
     assert DedupEntry.from_dict(entry.to_dict()) == entry
+
+
+def test_an_event_sent_without_an_id_is_not_remembered() -> None:
+    fns = [Fn("s-a", "app/a")]
+    e = ev()  # its id is its internal id
+    assert not remembers(e) and remembers(ev(id="order-1"))
+    d = route(e, fns, None, epoch=0, now_ms=1, window_ms=WINDOW)
+    assert [s.run_id for s in d.starts] == [run_id(e.internal_id or "", "s-a")]
+    assert d.dedup is None
+    # a later event that names that id explicitly is the first one with it: it runs
+    named = accept(Event(name="app/a", id=e.internal_id, data={}), at_ms=2)
+    assert remembers(named)
+    again = route(named, fns, None, epoch=0, now_ms=2, window_ms=WINDOW)
+    assert len(again.starts) == 1 and again.dedup is not None
+
