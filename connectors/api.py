@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.routing import Route
 
 from streams.client import Client
 from streams.errors import EventValidationError, KafkaUnavailableError, StreamsError
@@ -95,9 +96,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         given = event_key.encode()
         return any(hmac.compare_digest(given, k) for k in keys)
 
-    @app.post("/e/{event_key}", openapi_extra=_SEND_OPENAPI)
-    async def send_events(event_key: str, request: Request) -> Response:
+    async def send_events(request: Request) -> Response:
         """Send one event or an array of events."""
+        event_key: str = request.path_params["event_key"]
         if not key_ok(event_key):
             return _reply(
                 401,
@@ -145,6 +146,17 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             log.error("event API: could not write events: %s", exc)
             return _reply(503, [], f"could not write events: {exc}")
         return _reply(200, ids)
+
+    # Served as a plain Starlette route, ahead of FastAPI's routes: FastAPI's per-request
+    # parameter and dependency handling was ~30% of a single-event request's CPU. The
+    # FastAPI route of the same path below is never reached; it puts the endpoint in the
+    # OpenAPI schema.
+    app.router.routes.insert(0, Route("/e/{event_key}", send_events, methods=["POST"]))
+
+    @app.post("/e/{event_key}", openapi_extra=_SEND_OPENAPI)
+    async def send_events_documented(event_key: str, request: Request) -> Response:
+        """Send one event or an array of events."""
+        return await send_events(request)
 
     @app.delete("/v1/runs/{run_id}")
     async def cancel_run(run_id: str, request: Request) -> Response:
