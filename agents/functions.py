@@ -521,14 +521,11 @@ class FunctionRuntime:
         status: str,
         result: Any,
         error: dict[str, Any] | None,
-    ) -> list[Any]:
-        """Complete the ``step.invoke`` that started this run, in its caller's journal.
-
-        Returns the delivery future of the record.
-        """
+    ) -> None:
+        """Complete the ``step.invoke`` that started this run, in its caller's journal."""
         caller = self.worker.runtimes.get(invoker["function"])
         if caller is None:
-            return []
+            return
         body: dict[str, Any] = {"step_id": invoker["step_id"]}
         if status == "completed":
             body["output"] = result
@@ -539,12 +536,11 @@ class FunctionRuntime:
                 "message": f"invoked function {self.slug} {status}: {detail}",
                 "stack": (error or {}).get("stack"),
             }
-        sent = await caller.topic.send(
+        await caller.topic.send(
             key=str(invoker["key"]).encode(),
             value=RUN_RECORDS.encode("resolve", body, run_id=invoker["run_id"], at_ms=now_ms()),
             force=True,
         )
-        return [sent]
 
     def _release(self, run: ActiveRun) -> None:
         if self.active.get(run.run_id) is run:

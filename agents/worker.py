@@ -227,8 +227,8 @@ class Worker:
         *,
         result: Any = None,
         error: dict[str, Any] | None = None,
-    ) -> list[Any]:
-        """Write the run's system events; return their delivery futures (await them)."""
+    ) -> None:
+        """Hand the run's system events to the producer (not deferred to a commit)."""
         trigger = run.state["event"]
         data = {
             "function_id": function_id,
@@ -239,7 +239,6 @@ class Worker:
             "result": result,
             "_inngest": {"status": status},
         }
-        delivered = []
         for name in SYSTEM_TOPICS[status]:
             event_id, internal_id = system_event_id(run.run_id, name)
             event = Event(
@@ -249,14 +248,11 @@ class Worker:
                 internal_id=internal_id,
                 ts=run.state.get("ended_ms") or now_ms(),
             )
-            delivered.append(
-                # force: never deferred to the agent's commit, even if
-                # stream_publish_on_commit is turned on
-                await self.system_topics[name].send(
-                    key=run.run_id.encode(), value=self.codec.encode(event), force=True
-                )
+            # force: never deferred to the agent's commit, even if
+            # stream_publish_on_commit is turned on
+            await self.system_topics[name].send(
+                key=run.run_id.encode(), value=self.codec.encode(event), force=True
             )
-        return delivered
 
     def history(
         self,
