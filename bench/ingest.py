@@ -75,8 +75,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-
-
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import Consumer  # noqa: E402
 
 from streams.kafka import local  # noqa: E402
 from streams.settings import Settings  # noqa: E402
@@ -132,6 +135,34 @@ def broker(bootstrap: str | None, kafka_data_dir: str | None, tmp: Path) -> Iter
 # --- worker --------------------------------------------------------------------------
 
 
+def tail_consumer(settings: Settings, name: str) -> Consumer:
+    """A consumer that reads topics from their beginning, quickly, in a fresh group."""
+    return Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": f"{name}-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 20,
+            }
+        )
+    )
+
+
+def worker_env(settings: Settings, app_id: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a bench worker process (``bench.apps.*`` read BENCH_APP_ID)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "STEPLOG_BOOTSTRAP_SERVERS": settings.resolved_bootstrap(),
+        "STEPLOG_TOPIC_PREFIX": settings.topic_prefix,
+        "STEPLOG_PARTITIONS": str(settings.partitions),
+        "STEPLOG_DATA_DIR": str(data_dir),
+        "BENCH_APP_ID": app_id,
+        **extra,
+    }
+
+
 class Worker:
     """One steplog worker process running ``target`` with its own data dir and log."""
 
@@ -142,17 +173,9 @@ class Worker:
         self.log = data_dir / "worker.log"
         self.probe_dir = data_dir / "probe"
         self.target = target
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "STEPLOG_BOOTSTRAP_SERVERS": settings.resolved_bootstrap(),
-            "STEPLOG_TOPIC_PREFIX": settings.topic_prefix,
-            "STEPLOG_PARTITIONS": str(settings.partitions),
-            "STEPLOG_DATA_DIR": str(data_dir),
-            "BENCH_APP_ID": app_id,
-            "BENCH_PROBE_DIR": str(self.probe_dir),
-            **env,
-        }
+        self.env = worker_env(
+            settings, app_id, data_dir, BENCH_PROBE_DIR=str(self.probe_dir), **env
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

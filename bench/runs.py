@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 
+from bench import procs  # noqa: E402
 from streams.client import Client  # noqa: E402
 from streams.kafka import local  # noqa: E402
 from streams.kafka.admin import create_topics, ensure_topics  # noqa: E402
@@ -177,16 +178,7 @@ class WorkerProc:
         self.data_dir = data_dir
         self.log = data_dir / "worker.log"
         self.profile_out = data_dir / "worker.prof" if profile else None
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "STEPLOG_BOOTSTRAP_SERVERS": settings.resolved_bootstrap(),
-            "STEPLOG_TOPIC_PREFIX": settings.topic_prefix,
-            "STEPLOG_PARTITIONS": str(settings.partitions),
-            "STEPLOG_DATA_DIR": str(data_dir),
-            "BENCH_APP_ID": app_id,
-            **(extra_env or {}),
-        }
+        self.env = procs.worker_env(settings, app_id, data_dir, **(extra_env or {}))
         # experiments (BENCH_* settings of bench/profiled_worker.py) need the wrapper
         self.wrapped = profile or any(k.startswith("BENCH_PREFETCH") for k in extra_env or {})
         if self.wrapped and not profile:

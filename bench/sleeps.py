@@ -43,8 +43,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import procs
@@ -73,16 +71,7 @@ class Watch(threading.Thread):
         self.results: dict[str, tuple[int, int, int]] = {}  # run id -> (due ms, woke µs, seen ms)
         self.fired: dict[str, int] = {}  # run id -> timestamp of its (first) wake record
         self.stopping = threading.Event()
-        self.consumer = Consumer(
-            settings.kafka_config(
-                **{
-                    "group.id": f"bench-sleeps-{uuid.uuid4().hex[:6]}",
-                    "auto.offset.reset": "earliest",
-                    "enable.auto.commit": False,
-                    "fetch.wait.max.ms": 20,
-                }
-            )
-        )
+        self.consumer = procs.tail_consumer(settings, "bench-sleeps")
         self.consumer.subscribe([self.finished_topic, self.history_topic, self.journal_topic])
 
     def run(self) -> None:

@@ -272,16 +272,7 @@ class Finished(threading.Thread):
         self.results: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.consumer = Consumer(
-            settings.kafka_config(
-                **{
-                    "group.id": f"bench-waits-{uuid.uuid4().hex[:6]}",
-                    "auto.offset.reset": "earliest",
-                    "enable.auto.commit": False,
-                    "fetch.wait.max.ms": 20,
-                }
-            )
-        )
+        self.consumer = procs.tail_consumer(settings, "bench-waits")
         self.consumer.subscribe([settings.topic("inngest.function.finished")])
 
     def run(self) -> None:
