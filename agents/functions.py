@@ -53,6 +53,7 @@ from streams.core.step_ids import sent_event_id
 from streams.durations import to_ms
 from streams.event import Event, accept
 from streams.expressions import event_vars
+from streams.ids import time_prefix
 from streams.serde.internal import JsonBodyCodec
 from streams.waits import Wait, accepted_ms, index_hint, trigger_for
 
@@ -82,6 +83,10 @@ CANCELLED = {"name": "FunctionCancelledError", "message": "function cancelled", 
 #: How long a Cancel rule without a timeout listens (its run ends it sooner).
 CANCEL_HORIZON_MS = 366 * 24 * 3600 * 1000
 TERMINAL = ("completed", "failed", "cancelled")
+#: Finished runs are deleted by a sweep of their partition at most this often ...
+SWEEP_EVERY_MS = 60_000
+#: ... looking at up to this many run states per sweep record.
+SWEEP_BATCH = 500
 
 
 @dataclass
@@ -127,6 +132,9 @@ class FunctionRuntime:
         self.state = TableState(self.table)
         self.active: dict[str, ActiveRun] = {}
         self.timers: dict[int, PartitionTimers] = {}
+        self.retention_ms = int(settings.run_retention.total_seconds() * 1000)
+        #: How often each partition is swept for runs past their retention.
+        self.sweep_every_ms = min(max(self.retention_ms // 8, 100), SWEEP_EVERY_MS)
         app.agent(self.topic, name=f"steplog-fn-{fn.fn_id}")(self._agent)
 
     # --- the agent loop -----------------------------------------------------------
@@ -162,6 +170,8 @@ class FunctionRuntime:
             await self._wake(body, partition)
         elif kind == "resume":
             await self._resume(partition)
+        elif kind == "sweep":
+            await self._sweep(partition, body.get("from"))
         elif kind == "resolve":
             await self._resolve(run_id, body, partition)
         elif kind == "cancel":
@@ -508,9 +518,8 @@ class FunctionRuntime:
             k: run.state[k]
             for k in ("status", "function_id", "key", "started_ms", "ended_ms", "attempt")
         }
+        # Deleted after the retention period by a sweep of the partition (no timer).
         self.state.put(RUN + run.run_id.encode(), "run", final)
-        retention = int(self.worker.settings.run_retention.total_seconds() * 1000)
-        self._set_timer(run.partition, ended + retention, run.run_id, "expire", run.state["key"])
         self._release(run)
         self.worker.history(run, self.slug, result=result, error=error)
 
@@ -587,6 +596,9 @@ class FunctionRuntime:
                 upto = TIMER_PREFIX + b"%013d" % (until + 1)
                 keys = list(self.state.scan_keys(partition, TIMER_PREFIX, upto, start=start))
                 timers.load(keys, until)
+            if now >= timers.next_sweep_ms:
+                timers.next_sweep_ms = now + self.sweep_every_ms
+                await self._journal(b"", partition, "sweep", "", {})
             for tkey in timers.pop_due(now):
                 body = self.state.get(tkey)
                 if body is None:
@@ -607,7 +619,7 @@ class FunctionRuntime:
         if timer is None:
             return  # fired twice (a restart between firing and applying)
         run_id = timer["run_id"]
-        if timer["kind"] == "expire":
+        if timer["kind"] == "expire":  # written by versions before the sweep
             self._expire(partition, run_id)
         elif timer["kind"] == "idempotency":
             self.state.delete(timer["ikey"].encode())
@@ -628,6 +640,26 @@ class FunctionRuntime:
         # the activation's writes (run state, active marker) are durable or the timer
         # still is, and the re-read wake activates the run again.
         self.state.delete(tkey)
+
+    async def _sweep(self, partition: int, start: str | None) -> None:
+        """Forget finished runs whose retention is over, a batch at a time.
+
+        Run ids are ULIDs whose time is at or before the run's start, so only keys
+        older than the retention can be due: the scan stops at that time prefix.
+        Runs still going (or ended lately) are passed over and met again next time.
+        """
+        now = now_ms()
+        cutoff = now - self.retention_ms
+        upto = RUN + time_prefix(max(cutoff + 1, 0)).encode()
+        begin = RUN + start.encode() if start else None
+        runs = self.state.scan(partition, RUN, upto, start=begin)
+        for seen, (key, state) in enumerate(runs):
+            if seen == SWEEP_BATCH:  # more to look at: go on in another record
+                await self._journal(b"", partition, "sweep", "", {"from": key[1:].decode()})
+                return
+            ended = state.get("ended_ms")
+            if state["status"] in TERMINAL and ended is not None and ended <= cutoff:
+                self._expire(partition, key[1:].decode())
 
     def _expire(self, partition: int, run_id: str) -> None:
         """Retention is over: forget everything about a finished run."""

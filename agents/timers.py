@@ -37,6 +37,8 @@ class PartitionTimers:
     loaded_until_ms: int = -1
     fired: set[bytes] = field(default_factory=set)
     ready: bool = False
+    #: When the partition is next swept for runs past their retention.
+    next_sweep_ms: int = 0
 
     def add(self, key: bytes) -> None:
         due = due_of(key)
