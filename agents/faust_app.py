@@ -171,4 +171,3 @@ def seek_uncommitted_to_beginning(app: faust.App) -> None:
         return committed
 
     consumer.seek_to_committed = seek_including_uncommitted
-

@@ -109,4 +109,3 @@ def test_an_event_sent_without_an_id_is_not_remembered() -> None:
     assert remembers(named)
     again = route(named, fns, None, epoch=0, now_ms=2, window_ms=WINDOW)
     assert len(again.starts) == 1 and again.dedup is not None
-
