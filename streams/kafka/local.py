@@ -456,8 +456,10 @@ def _server_properties(
         # Records up to 8 MiB (4 MiB step outputs plus envelopes) in every topic.
         "message.max.bytes": str(max_message_bytes),
         "replica.fetch.max.bytes": str(max_message_bytes),
-        "num.network.threads": "3",
-        "num.io.threads": "4",
+        # A local broker shares a small machine with its clients: fewer threads handing
+        # requests to each other measured ~10% more runs/s than Kafka's 3 + 8 (and 3 + 4).
+        "num.network.threads": "1",
+        "num.io.threads": "2",
         "num.recovery.threads.per.data.dir": "1",
         "log.retention.hours": "168",
         "log.segment.bytes": str(256 * 1024 * 1024),
