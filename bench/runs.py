@@ -16,11 +16,12 @@ latency is from the moment its event is handed to the client to the moment its
   (d)       1,000 runs of a function whose one step awaits 200 ms, sent at once
   (b)       open loop at fixed rates, 1 worker, then 2 workers: started/s,
             finished/s, latency samples; the highest rate sustained
+  (a2)      the peers' workload again with 2 worker processes
   cpu       CPU seconds of each process (broker java, workers, load generator,
             and everything else on the machine) for every phase, from /proc
 
 Usage: .venv/bin/python bench/runs.py [--quick] [--phases base,hops,a,c,d,b]
-       [--bootstrap HOST:PORT] [--partitions 8] [--profile]
+       [--bootstrap HOST:PORT [--broker-pid PID]] [--partitions 8] [--profile]
 ``--profile`` runs the workers under a profiler (bench/profiled_worker.py: a
 stack sampler by default, ``BENCH_PROFILE=cprofile`` for cProfile) and prints
 where their main thread spent its time at the end.
@@ -880,9 +881,11 @@ def machine() -> str:
 
 
 @contextmanager
-def broker(bootstrap: str | None) -> Iterator[tuple[str, int | None, Path | None]]:
+def broker(
+    bootstrap: str | None, pid: int | None = None
+) -> Iterator[tuple[str, int | None, Path | None]]:
     if bootstrap:
-        yield bootstrap, None, None
+        yield bootstrap, pid, None
         return
     tmp = Path(tempfile.mkdtemp(prefix="steplog-bench-"))
     info = local.start(tmp, timeout=120)
@@ -902,7 +905,7 @@ async def amain(args: argparse.Namespace) -> None:
     if quick:
         W.WARMUP_RUNS, W.SEQ_RUNS, W.TPUT_RUNS = 5, 30, 200
     print(f"machine: {machine()}; load {loadavg()}; python {sys.version.split()[0]}")
-    with broker(args.bootstrap) as (bootstrap, broker_pid, broker_dir):
+    with broker(args.bootstrap, args.broker_pid) as (bootstrap, broker_pid, broker_dir):
         app_id = f"bench{uuid.uuid4().hex[:6]}"
         settings = Settings(
             bootstrap_servers=bootstrap,
@@ -942,6 +945,19 @@ async def amain(args: argparse.Namespace) -> None:
         if broker_pid:
             comps["broker"] = broker_pid
         comps["worker1"] = workers[0].pid
+
+        async def add_second_worker() -> None:
+            if len(workers) > 1:
+                return
+            workers.append(
+                WorkerProc(settings, app_id, workdir / "w2", args.profile, extra_env).start()
+            )
+            workers[1].wait_ready()
+            comps["worker2"] = workers[1].pid
+            await settle(runs)
+            if args.profile:
+                workers[1].reset_profile()
+
         try:
             await settle(runs, 20)
             await asyncio.sleep(2)
@@ -1089,18 +1105,29 @@ async def amain(args: argparse.Namespace) -> None:
                     rates = [float(x) for x in args.rates.split(",")]
                 print(f"(b) open loop, {seconds:.0f} s per rate, 3-step runs, then drain:")
                 best1, _ = await find_max_rate(runs, rates, seconds, comps, "1 worker")
-                workers.append(
-                    WorkerProc(settings, app_id, workdir / "w2", args.profile, extra_env).start()
-                )
-                workers[1].wait_ready()
-                comps["worker2"] = workers[1].pid
-                await settle(runs)
-                if args.profile:
-                    workers[1].reset_profile()
+                await add_second_worker()
                 best2, _ = await find_max_rate(runs, rates, seconds, comps, "2 workers")
                 print(
                     f"    highest sustained rate: 1 worker {best1:.0f} runs/s; "
                     f"2 workers {best2:.0f} runs/s",
+                    flush=True,
+                )
+            if "a2" in phases:
+                await add_second_worker()
+                res = await closed_loop(runs, comps)
+                seq, tput = res["seq"], res["tput"]
+                print(
+                    f"(a2) peers' workload, 2 workers: seq p50 {pct(seq, 50):.2f} ms p99 "
+                    f"{pct(seq, 99):.2f} ms; {len(tput) / res['wall']:.1f} runs/s with "
+                    f"{W.CONCURRENCY} in flight, p50 {pct(tput, 50):.1f} ms p99 "
+                    f"{pct(tput, 99):.1f} ms  load {loadavg()}",
+                    flush=True,
+                )
+                print("    " + W.summary("steplog-2w", seq, tput, res["wall"], res["note"]))
+                per_run = {n: 1e3 * c / len(tput) for n, c in res["cpu"].items()}
+                print(
+                    "    CPU per run with 50 in flight: "
+                    + " ".join(f"{n}={ms:.2f}ms" for n, ms in per_run.items()),
                     flush=True,
                 )
             print(f"finished records seen {runs.seen}, not ours/late {runs.stray}")
@@ -1129,8 +1156,11 @@ async def amain(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
-    parser.add_argument("--phases", default="base,hops,a,c,d,b")
-    parser.add_argument("--bootstrap")
+    parser.add_argument("--phases", default="base,hops,a,c,d,b,a2")
+    parser.add_argument("--bootstrap", help="use a running broker (e.g. `steplog kafka start`)")
+    parser.add_argument(
+        "--broker-pid", type=int, help="with --bootstrap: that broker's pid, to measure its CPU"
+    )
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--rates", help="open-loop rates, comma-separated")
     parser.add_argument("--profile", action="store_true", help="workers under cProfile")
