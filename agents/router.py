@@ -20,7 +20,7 @@ from agents.store import TableState
 from streams.errors import StreamsError
 from streams.event import now_ms
 from streams.expressions import name_matches
-from streams.routing import DedupEntry, remembers, route
+from streams.routing import DedupEntry, DedupKeys, remembers, route
 from streams.serde import dlq_headers, ensure_accepted
 
 if TYPE_CHECKING:
@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEDUP = b"d"  # d<event id> -> DedupEntry
-EXPIRY = b"x"  # x<due ms>|<event id> -> when the dedup entry above expires
+DEDUP = b"g"  # g<generation>|<event id> -> DedupEntry (streams.routing.DedupKeys)
+#: Written before dedup generations: d<event id> -> DedupEntry, and its expiry index
+#: x<due ms>|<event id>. Still read and expired where a partition holds them.
+LEGACY_DEDUP = b"d"
+LEGACY_EXPIRY = b"x"
 #: Expired dedup entries deleted per record processed (bounded work per event).
 EXPIRE_BATCH = 64
 #: An event whose ts is further ahead than this starts its runs at its ts.
@@ -61,7 +64,11 @@ class Router:
         self.state = TableState(self.table)
         self.marks = Marks(worker, set(names))
         self.window_ms = int(settings.dedup_window.total_seconds() * 1000)
-        self.next_expiry: dict[int, int | None] = {}
+        self.dedup_keys = DedupKeys(self.window_ms)
+        #: Per partition: when dedup keys may next be due for deletion.
+        self.next_expiry: dict[int, int] = {}
+        #: Per partition: when legacy keys are next due, or None once none are left.
+        self.legacy_expiry: dict[int, int | None] = {}
         self.functions = list(worker.app.functions.values())
         app.agent(self.channel, name="steplog-router")(self._agent)
 
@@ -69,6 +76,7 @@ class Router:
         self.marks.on_assigned(assigned)
         for tp in assigned:
             self.next_expiry.pop(tp.partition, None)
+            self.legacy_expiry.pop(tp.partition, None)
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         await self.marks.publish()
@@ -106,8 +114,8 @@ class Router:
             await self._dead_letter(record, str(exc))
             return
         epoch = await self.marks.epoch(msg.tp)
-        dkey = DEDUP + event.key.encode()
-        raw = self.state.get(dkey) if remembers(event) else None
+        event_key = event.key.encode()
+        raw = self._remembered(msg.partition, event_key, now) if remembers(event) else None
         entry = DedupEntry.from_dict(raw) if raw else None
         decision = route(
             event, self.functions, entry, epoch=epoch, now_ms=now, window_ms=self.window_ms
@@ -133,26 +141,62 @@ class Router:
                 decision.duplicate_of,
             )
         if decision.dedup is not None:
-            new_entry = entry is None or entry.internal_id != decision.dedup.internal_id
-            self.state.put(dkey, "dedup", decision.dedup.to_dict())
-            if new_entry:
-                due = decision.dedup.first_seen_ms + self.window_ms
-                self.state.put(EXPIRY + b"%013d|" % due + event.key.encode(), "dedup", {})
-                if self.next_expiry.get(msg.partition) is None:
-                    self.next_expiry[msg.partition] = due
+            key = self.dedup_keys.key(event_key, decision.dedup.first_seen_ms)
+            self.state.put(key, "dedup", decision.dedup.to_dict())
         self._expire(msg.partition, now)
+        if self.legacy_expiry.get(msg.partition, 0) is not None:
+            self._expire_legacy(msg.partition, now)
+
+    def _remembered(self, partition: int, event_key: bytes, now: int) -> Any | None:
+        """The dedup entry of an event id that may still be inside its window."""
+        for key in self.dedup_keys.lookups(event_key, now):
+            raw = self.state.get(key)
+            if raw is not None:
+                return raw
+        if self._has_legacy(partition):
+            return self.state.get(LEGACY_DEDUP + event_key)
+        return None
 
     def _expire(self, partition: int, now: int) -> None:
-        """Delete a few dedup entries whose window is over (inside the iteration)."""
-        if partition not in self.next_expiry:
-            self.next_expiry[partition] = 0  # unknown: look once
-        due = self.next_expiry[partition]
-        if due is None or due > now:
+        """Delete a few dedup entries of generations past the window (in the iteration)."""
+        if self.next_expiry.get(partition, 0) > now:
             return
-        upto = EXPIRY + b"%013d" % (now + 1)
+        below = self.dedup_keys.expired_below(now)
+        expired: list[bytes] = []
+        oldest_left = None
+        for key in self.state.scan_keys(partition, DEDUP):
+            if key >= below or len(expired) == EXPIRE_BATCH:
+                oldest_left = key
+                break
+            expired.append(key)
+        for key in expired:
+            self.state.delete(key)
+        if len(expired) == EXPIRE_BATCH:
+            self.next_expiry[partition] = now  # more to delete with the next record
+        elif oldest_left is not None:
+            self.next_expiry[partition] = self.dedup_keys.expires_at(oldest_left)
+        else:  # none left: the first entry written from now on expires then
+            self.next_expiry[partition] = self.dedup_keys.expires_at(
+                self.dedup_keys.key(b"", now)
+            )
+
+    def _has_legacy(self, partition: int) -> bool:
+        if partition not in self.legacy_expiry:
+            first = next(iter(self.state.scan_keys(partition, LEGACY_EXPIRY)), None)
+            self.legacy_expiry[partition] = None if first is None else 0
+        return self.legacy_expiry[partition] is not None
+
+    def _expire_legacy(self, partition: int, now: int) -> None:
+        """Delete a few entries of the pre-generation layout whose window is over."""
+        if not self._has_legacy(partition):
+            return
+        due = self.legacy_expiry[partition]
+        if due is not None and due > now:
+            return
+        upto = LEGACY_EXPIRY + b"%013d" % (now + 1)
         expired: list[bytes] = []
         next_due = None
-        for key, _ in self.state.scan(partition, EXPIRY):
+        for key in self.state.scan_keys(partition, LEGACY_EXPIRY):
             if key >= upto or len(expired) >= EXPIRE_BATCH:
                 next_due = int(key[1:14])
                 break
@@ -160,10 +204,10 @@ class Router:
         for key in expired:
             self.state.delete(key)
             event_id = key.split(b"|", 1)[1]
-            raw = self.state.get(DEDUP + event_id)
+            raw = self.state.get(LEGACY_DEDUP + event_id)
             if raw is not None and raw["first_seen_ms"] + self.window_ms <= now:
-                self.state.delete(DEDUP + event_id)
-        self.next_expiry[partition] = next_due
+                self.state.delete(LEGACY_DEDUP + event_id)
+        self.legacy_expiry[partition] = next_due  # None: the partition has none left
 
     async def _cancellation(self, record: Any) -> None:
         """A run cancellation request: every function's partitions check for the run."""

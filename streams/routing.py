@@ -78,6 +78,48 @@ class DedupEntry:
         )
 
 
+#: A dedup window spans this many generations of dedup keys (see :class:`DedupKeys`).
+GENERATIONS = 2
+
+
+@dataclass(frozen=True)
+class DedupKeys:
+    """Where dedup entries live: ``g<generation>|<event id>``, generations of a window / 2.
+
+    An entry is stored under the generation of its ``first_seen_ms``, so no expiry
+    index is needed: an entry still inside the window lies in one of the last three
+    generations (looked up newest first), and every key of an older generation is past
+    its window and can go, a generation at a time. An entry is thus deleted between one
+    and one and a half windows after it was first seen, and costs one changelog record
+    (plus its tombstone) instead of an entry and an expiry key.
+    """
+
+    window_ms: int
+
+    @property
+    def generation_ms(self) -> int:
+        return max(self.window_ms // GENERATIONS, 1)
+
+    def generation(self, at_ms: int) -> int:
+        return at_ms // self.generation_ms
+
+    def key(self, event_key: bytes, first_seen_ms: int) -> bytes:
+        return b"g%012d|" % self.generation(first_seen_ms) + event_key
+
+    def lookups(self, event_key: bytes, now_ms: int) -> list[bytes]:
+        """The keys an entry still inside its window may have, newest first."""
+        now = self.generation(now_ms)
+        return [b"g%012d|" % g + event_key for g in range(now, now - GENERATIONS - 1, -1)]
+
+    def expired_below(self, now_ms: int) -> bytes:
+        """Keys below this one belong to generations wholly past the window."""
+        return b"g%012d" % (self.generation(now_ms) - GENERATIONS)
+
+    def expires_at(self, key: bytes) -> int:
+        """When every entry of ``key``'s generation is past the window."""
+        return (int(key[1:13]) + GENERATIONS + 1) * self.generation_ms
+
+
 @dataclass(frozen=True)
 class Start:
     """Start ``function``'s run ``run_id``; ``key`` picks its partition.
@@ -108,8 +150,8 @@ def remembers(event: Event) -> bool:
     Only ids a sender gave are deduplicated (as in Inngest). An event sent without
     one took its ``internal_id`` as ``id``: no other event carries it, and a crash
     re-delivery of the same record is caught by the derived run ids. Not remembering
-    it saves a table lookup and four changelog records (the entry and its expiry
-    key, then their deletion) per event.
+    it saves the table lookups and two changelog records (the entry, then its
+    deletion) per event.
     """
     return event.id != event.internal_id
 

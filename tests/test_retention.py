@@ -8,8 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
+from agents.store import STATE
 from streams import Client
+from streams.kafka.admin import create_topics
 from streams.settings import Settings
 from tests.worker_harness import Watch, WorkerProc, finished, read_all, wait_until
 
@@ -96,16 +99,23 @@ def test_finished_runs_are_deleted_after_retention_and_dedup_keys_expire(
     assert runs[1].data["event"]["internal_id"] == late
     assert runs[1].data["run_id"] != first.data["run_id"]
     assert len({e.data["run_id"] for e in idems}) == 2 and idems[0].id == i1.id
+    # The router deletes the first window's dedup entry of "dup-1" once its whole
+    # generation (half a window) is past the window; records routed on its partition
+    # do that work, so keep sending the id (duplicates of the new entry: no runs).
+    topic = settings.topic(f"steplog-{app_id}-router-dedup-changelog")
+
+    def first_entry_deleted() -> bool:
+        client.send({"name": "app/auth.sign-up", "id": "dup-1", "data": {"email": "again"}})
+        records = [m for m in read_all(settings, topic) if m.key().endswith(b"|dup-1")]
+        keys = {m.key() for m in records}  # g<generation>|dup-1: the two windows' entries
+        deleted = {m.key() for m in records if m.value() is None}
+        return len(keys) == 2 and len(deleted) == 1 and min(keys) in deleted
+
+    with Client(settings) as client:
+        wait_until(first_entry_deleted, WINDOW_S * 1.5 + 10, "the first dedup entry's deletion")
     time.sleep(0.5)
     assert len(watch.matching(finished(welcome))) == 2
     assert len(watch.matching(finished(idem))) == 2
-    # the router deleted the expired dedup bookkeeping of "dup-1" (x<due>|<id> keys)
-    topic = settings.topic(f"steplog-{app_id}-router-dedup-changelog")
-    expiry = [m for m in read_all(settings, topic) if (m.key() or b"").startswith(b"x")]
-    dup_keys = {m.key() for m in expiry if m.key().endswith(b"|dup-1")}
-    assert len(dup_keys) == 2  # the first window's and the new one's
-    deleted = {m.key() for m in expiry if m.value() is None}
-    assert len(dup_keys & deleted) == 1
 
 
 def check_run_state_deleted(settings: Settings, app_id: str, fn_id: str, run_id: str) -> None:
@@ -128,3 +138,53 @@ def check_run_state_deleted(settings: Settings, app_id: str, fn_id: str, run_id:
     assert gone[run_key] - ended >= RETENTION_S * 1000 - 50
     if fn_id == "multi-step":  # a detached run had every kind of key
         assert {k[:1] for k in keys} >= {b"r", b"a", b"m"}, keys
+
+
+def test_dedup_entries_of_the_layout_before_generations_still_dedup_and_expire(
+    settings: Settings, watch: Watch, app_id: str, tmp_path: Path
+) -> None:
+    """A dedup table written before generations (``d<id>`` + ``x<due>|<id>``) keeps
+    deduplicating its ids, and its keys are deleted when their window is over."""
+    # first seen "in 10 s": still inside its window when the worker (started after
+    # these records, to restore them) routes the event; due 10 s + the window from now
+    seen = int(time.time() * 1000) + 10_000
+    topic = settings.topic(f"steplog-{app_id}-router-dedup-changelog")
+    create_topics(settings, [topic], config={"cleanup.policy": "compact"})
+    entry = {"internal_id": "01J00000000000000000000000", "epoch": 0, "first_seen_ms": seen}
+    entry["functions"] = [f"{app_id}-send-welcome-email"]
+    due = seen + WINDOW_S * 1000
+    producer = Producer(settings.producer_config())
+    expiry_key = b"x%013d|legacy-1" % due
+    for p in range(settings.partitions):  # wherever the event lands, its entry is there
+        producer.produce(topic, STATE.encode("dedup", entry), b"dlegacy-1", partition=p)
+        producer.produce(topic, STATE.encode("dedup", {}), expiry_key, partition=p)
+    assert producer.flush(10) == 0
+    proc = WorkerProc(
+        settings,
+        "tests.apps.patterns:app",
+        app_id,
+        tmp_path / "w1",
+        TEST_LEDGER=str(tmp_path / "ledger.txt"),
+        STEPLOG_DEDUP_WINDOW=f"PT{WINDOW_S}S",
+    ).start()
+    try:
+        welcome = finished(f"{app_id}-send-welcome-email")
+        with Client(settings) as client:
+            client.send({"name": "app/auth.sign-up", "id": "legacy-1", "data": {"email": "a@x"}})
+            client.send({"name": "app/auth.sign-up", "id": "other-1", "data": {"email": "b@x"}})
+            watch.wait_for(welcome, timeout=30)  # other-1's run
+
+            def legacy_deleted() -> bool:  # records routed on the partition do that work
+                client.send({"name": "app/auth.sign-up", "id": "legacy-1", "data": {}})
+                latest = {(m.partition(), m.key()): m.value() for m in read_all(settings, topic)}
+                return any(
+                    latest[(p, expiry_key)] is None and latest[(p, b"dlegacy-1")] is None
+                    for p in range(settings.partitions)
+                )
+
+            wait_until(legacy_deleted, (due - time.time() * 1000) / 1000 + 15, "their deletion")
+        # legacy-1 inside the window started no run (the later ones carry no email)
+        emails = [e.data["event"]["data"].get("email") for e in watch.matching(welcome)]
+        assert "a@x" not in emails and "b@x" in emails
+    finally:
+        proc.kill()

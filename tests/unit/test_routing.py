@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ulid import ULID
 
 from streams.event import Event, accept
-from streams.routing import DedupEntry, remembers, route, run_id
+from streams.routing import DedupEntry, DedupKeys, remembers, route, run_id
 
 WINDOW = 24 * 3600 * 1000
 
@@ -109,3 +109,19 @@ def test_an_event_sent_without_an_id_is_not_remembered() -> None:
     assert remembers(named)
     again = route(named, fns, None, epoch=0, now_ms=2, window_ms=WINDOW)
     assert len(again.starts) == 1 and again.dedup is not None
+
+
+def test_dedup_keys_find_every_entry_inside_its_window_and_expire_whole_generations() -> None:
+    keys = DedupKeys(window_ms=1000)  # generations of 500 ms
+    seen = 10_250
+    stored = keys.key(b"order-1", seen)
+    # looked up at every moment of the window, the entry's key is among the lookups
+    for now in range(seen, seen + 1000, 50):
+        assert stored in keys.lookups(b"order-1", now)
+        assert stored >= keys.expired_below(now)  # and never deleted while inside it
+    # past the window it is deleted once its whole generation is past it: within 1.5 windows
+    assert keys.expires_at(stored) - seen in range(1000, 1501)
+    assert stored < keys.expired_below(keys.expires_at(stored))
+    assert stored >= keys.expired_below(keys.expires_at(stored) - 1)
+    # generations sort numerically as keys, whatever the event id
+    assert keys.key(b"zzz", 9_999) < keys.key(b"aaa", 10_000)
