@@ -12,7 +12,7 @@ with it; with several rounds the summary gives the median of each figure and of
 each round's ratio (other work on a shared machine moves absolute numbers a lot).
 
 Usage: .venv/bin/python bench/ingest.py [--bootstrap HOST:PORT [--broker-pid PID]]
-       [--rounds 3] [--seconds 3] [--events 60000] [--profile]
+       [--rounds 3] [--warmup 6] [--seconds 3] [--events 60000] [--profile]
 Without --bootstrap it starts a broker of its own (steplog's embedded Kafka) in a
 temporary directory. The API servers (uvicorn with uvloop and httptools, one
 process each) run beside this load generator (aiohttp). Beside every figure: the
@@ -216,6 +216,9 @@ def main() -> None:
     parser.add_argument("--bootstrap")
     parser.add_argument("--broker-pid", type=int, help="with --bootstrap: the broker's pid")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--warmup", type=float, default=6.0, help="seconds of unmeasured load first (0: none)"
+    )
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -268,6 +271,14 @@ def main() -> None:
         client = Client(settings)
         client.send(events[:100])  # warm up: connection, metadata, idempotent producer id
         try:
+            if args.warmup > 0:
+                # A fresh broker's JVM has not compiled its hot paths yet: its first
+                # seconds of load are slow for whatever is measured first.
+                print(f"--- warm-up: about {args.warmup:.0f} s of the same loads, not measured")
+                bench_raw(settings, args.events)
+                bench_client(client, events)
+                bench_http(api_url, single, c, args.warmup / 2)
+                bench_http(api_url, batch, 8, args.warmup / 2)
             for r in range(args.rounds):
                 print(f"--- round {r + 1}")
                 cpu = Cpu(comps)

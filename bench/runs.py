@@ -21,7 +21,7 @@ latency is from the moment its event is handed to the client to the moment its
             and everything else on the machine) for every phase, from /proc
 
 Usage: .venv/bin/python bench/runs.py [--quick] [--phases base,hops,a,c,d,b]
-       [--bootstrap HOST:PORT [--broker-pid PID]] [--partitions 8] [--profile]
+       [--bootstrap HOST:PORT [--broker-pid PID]] [--partitions 8] [--warmup 15] [--profile]
 ``--profile`` runs the workers under a profiler (bench/profiled_worker.py: a
 stack sampler by default, ``BENCH_PROFILE=cprofile`` for cProfile) and prints
 where their main thread spent its time at the end.
@@ -449,6 +449,21 @@ async def closed_loop(runs: Runs, comps: dict[str, int]) -> dict[str, Any]:
         "total_wall": time.perf_counter() - t0,
         "cpu": {n: after[n] - before[n] for n in comps},
     }
+
+
+async def warm_up(runs: Runs, seconds: float) -> int:
+    """Closed-loop 3-step runs, 50 in flight, for ``seconds``; not measured."""
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def loop() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            await runs.run_one("bench/steps.3", {"x": done})
+            done += 1
+
+    await asyncio.gather(*(loop() for _ in range(W.CONCURRENCY)))
+    return done
 
 
 async def sequential(runs: Runs, name: str, count: int, expect_add: int) -> list[float]:
@@ -960,6 +975,11 @@ async def amain(args: argparse.Namespace) -> None:
 
         try:
             await settle(runs, 20)
+            if args.warmup > 0:
+                # A fresh broker's JVM compiles its hot paths during its first seconds of
+                # load; the figures below are of a warm broker, as a running one is.
+                n = await warm_up(runs, args.warmup)
+                print(f"warm-up: {n} runs in {args.warmup:.0f} s, not measured", flush=True)
             await asyncio.sleep(2)
             idle = Cpu(comps)
             await asyncio.sleep(3)
@@ -1162,6 +1182,9 @@ def main() -> None:
         "--broker-pid", type=int, help="with --bootstrap: that broker's pid, to measure its CPU"
     )
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--warmup", type=float, default=15.0, help="seconds of unmeasured runs first (0: none)"
+    )
     parser.add_argument("--rates", help="open-loop rates, comma-separated")
     parser.add_argument("--profile", action="store_true", help="workers under cProfile")
     parser.add_argument("--keep", action="store_true", help="keep worker dirs and logs")
