@@ -49,23 +49,26 @@ _FILE_RE = re.compile(r"^(?P<name>.+)\.v(?P<version>[^/]+)\.avsc$")
 
 
 def schemas_dir(override: str | Path | None = None) -> Path:
-    """The schemas directory: ``override`` if given, else ``schemas/`` beside ``streams``.
+    """The schemas directory: ``override`` if given, else steplog's own ``schemas/``.
 
-    Raises :class:`ConfigError` when the directory does not exist.
+    In the source tree ``streams/schemas`` is a link to the top-level ``schemas/``; a
+    wheel carries the files themselves there. Raises :class:`ConfigError` when the
+    directory does not exist.
     """
     if override is not None:
         path = Path(override)
         if not path.is_dir():
             raise ConfigError(f"the schemas directory {path} does not exist")
         return path
-    path = Path(streams.__file__).resolve().parents[1] / "schemas"
-    if not path.is_dir():
-        raise ConfigError(
-            f"steplog's Avro schemas were not found at {path}: steplog must run from its "
-            "source tree or an editable install (`pip install -e .`), which keeps schemas/ "
-            "beside the streams package"
-        )
-    return path
+    package = Path(streams.__file__).resolve().parent
+    for path in (package / "schemas", package.parent / "schemas"):
+        if path.is_dir():
+            return path.resolve()  # in the source tree, through the link to schemas/
+    raise ConfigError(
+        f"steplog's Avro schemas were not found in {package / 'schemas'} nor in "
+        f"{package.parent / 'schemas'}: reinstall steplog (its wheel carries them) or run "
+        "it from its source tree"
+    )
 
 
 def rabin_fingerprint(canonical: str) -> bytes:
