@@ -188,3 +188,36 @@ def test_dedup_entries_of_the_layout_before_generations_still_dedup_and_expire(
         assert "a@x" not in emails and "b@x" in emails
     finally:
         proc.kill()
+
+
+def test_the_sweep_deletes_every_finished_run_of_a_partition_a_record_at_a_time(
+    settings: Settings, watch: Watch, app_id: str, tmp_path: Path
+) -> None:
+    """Five runs on one partition (one concurrency key); each sweep record looks at one
+    run state (tests.apps.sweep), so the sweep goes on in a record of its own each time."""
+    proc = WorkerProc(
+        settings,
+        "tests.apps.sweep:app",
+        app_id,
+        tmp_path / "w1",
+        STEPLOG_RUN_RETENTION=f"PT{RETENTION_S}S",
+    ).start()
+    try:
+        with Client(settings) as client:
+            client.send([{"name": "test/keyed", "data": {"k": "same", "n": n}} for n in range(5)])
+        runs = watch.wait_for(finished(f"{app_id}-keyed"), count=5, timeout=30)
+        assert sorted(e.data["result"] for e in runs) == [0, 1, 2, 3, 4]
+        topic = settings.topic(f"steplog-{app_id}-fn-keyed-state-changelog")
+
+        def all_deleted() -> bool:
+            latest = {(m.partition(), m.key()): m.value() for m in read_all(settings, topic)}
+            states = {k: v for k, v in latest.items() if k[1].startswith(b"r")}
+            return len(states) == 5 and all(v is None for v in states.values())
+
+        wait_until(all_deleted, RETENTION_S + 20, "every run state's deletion")
+        journal = read_all(settings, settings.topic(f"steplog-{app_id}-fn-keyed"))
+        resumed = [m for m in journal if b"sweep" in m.value() and b'"from"' in m.value()]
+        assert resumed, "no sweep went on in a record of its own"
+        assert len({m.partition() for m in journal if m.key() == b"same"}) == 1
+    finally:
+        proc.kill()
