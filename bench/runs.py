@@ -466,6 +466,12 @@ async def warm_up(runs: Runs, seconds: float) -> int:
     return done
 
 
+#: Unmeasured runs of each function before the sweep measures it: the first records of a
+#: function on each partition take ≈ 100 ms longer (once per worker start; BENCHMARKS.md,
+#: sitting F), so these reach every partition first.
+WARM_RUNS = 60
+
+
 async def sequential(runs: Runs, name: str, count: int, expect_add: int) -> list[float]:
     lat = []
     for i in range(count):
@@ -480,7 +486,7 @@ async def sweep(runs: Runs, counts: dict[int, int], comps: dict[str, int]) -> di
     """(c) Sequential runs of 0/1/3/10/100 no-op steps."""
     out = {}
     for steps, count in counts.items():
-        await sequential(runs, f"bench/steps.{steps}", 5, steps)  # warm-up
+        await sequential(runs, f"bench/steps.{steps}", WARM_RUNS, steps)
         cpu = Cpu(comps)
         lat = await sequential(runs, f"bench/steps.{steps}", count, steps)
         out[steps] = {"lat": lat, **cpu.stop(), "count": count}
@@ -501,7 +507,7 @@ async def step_timing(runs: Runs, counts: dict[int, int]) -> dict[int, dict[str,
         first: list[float] = []
         tail: list[float] = []
         gaps: list[list[float]] = [[] for _ in range(max(n - 1, 0))]
-        for i in range(count + 3):
+        for i in range(count + WARM_RUNS):
             event_id = runs.new_id()
             fut: asyncio.Future[Any] = loop.create_future()
 
@@ -514,8 +520,8 @@ async def step_timing(runs: Runs, counts: dict[int, int]) -> dict[int, dict[str,
                 {"name": f"bench/timed.{n}", "data": {"x": i}, "id": event_id}
             )
             seen, result = await fut
-            if i < 3:
-                continue  # warm-up
+            if i < WARM_RUNS:
+                continue
             spans = result["spans"]
             if result["x"] != i + n or len(spans) != n:
                 raise RuntimeError(f"timed.{n} run {i} returned {result!r}")
@@ -993,10 +999,14 @@ async def amain(args: argparse.Namespace) -> None:
                 n = 30 if quick else 200
                 h = await hops(runs, settings, app_id, n)
                 print(
-                    f"hops: {n} sequential 3-step runs, p50 / p90 ms of each leg (load {loadavg()})"
+                    f"hops: {n} sequential 3-step runs, p50 / p90 / p99 ms of each leg "
+                    f"(load {loadavg()})"
                 )
                 for leg, xs in h.items():
-                    print(f"    {leg:<16} p50 {pct(xs, 50):7.2f}  p90 {pct(xs, 90):7.2f}")
+                    print(
+                        f"    {leg:<16} p50 {pct(xs, 50):7.2f}  p90 {pct(xs, 90):7.2f}  "
+                        f"p99 {pct(xs, 99):7.2f}"
+                    )
             if "a" in phases:
                 off0 = topic_offsets(settings)
                 th0 = thread_cpu(workers[0].pid)
