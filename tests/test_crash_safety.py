@@ -185,12 +185,10 @@ def test_sigkill_during_retry_backoff_retries_once(
     assert distinct_ids(watch.matching(finished(fn))) == {done.id}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="stalls in 3 of 5 clean-clone CI runs on 2026-11-29 (passes alone): after the "
-    "restart the worker stops applying journaled effects and finished records stop ~250 ms "
-    "in; cause not found yet (closing note of session 4)",
-)
+# Flaky in the full suite on the 2026-11-29 VM (4 of 6 clean-clone runs, never alone): after
+# the restart the worker stops applying journaled effects ~250 ms in; cause not found yet
+# (closing note of session 4). Run up to three times; any pass must be a whole pass.
+@pytest.mark.flaky(reruns=2)
 def test_sigkill_during_a_burst_runs_each_event_once(
     settings: Settings,
     app_id: str,
