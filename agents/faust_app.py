@@ -153,11 +153,6 @@ def seek_uncommitted_to_beginning(app: faust.App) -> None:
     or resume after a crash). Such partitions are sent back to their beginning,
     which is where ``auto_offset_reset=earliest`` starts them anyway. Changelog
     partitions are left to Faust's recovery, which positions them itself.
-
-    Faust sometimes resumes the flow before this seek (after a restart with tables to
-    restore): streams are then already reading such a partition from its beginning,
-    and going back to it would hand them everything again (seen in CI before the agent
-    stalled). Those partitions go on right after the last record Faust handed over.
     """
     consumer: Any = app.consumer  # faust internals: seek_to_committed is not typed
     seek_to_committed = consumer.seek_to_committed
@@ -165,24 +160,14 @@ def seek_uncommitted_to_beginning(app: faust.App) -> None:
     async def seek_including_uncommitted() -> Any:
         committed = await seek_to_committed()
         changelogs = app.tables.changelog_topics
-        read = consumer._read_offset  # the last offset Faust handed to a stream, per partition
-        fresh, delivered = [], {}
-        for tp, offset in committed.items():
-            if (offset is None or offset <= 0) and tp.topic not in changelogs:
-                last = read.get(tp)
-                if last is None:
-                    fresh.append(tp)
-                else:  # the flow resumed before this seek: go on after what streams got
-                    delivered[tp] = last + 1
+        fresh = [
+            tp
+            for tp, offset in committed.items()
+            if (offset is None or offset <= 0) and tp.topic not in changelogs
+        ]
         if fresh:
             log.info("no committed offset: reading %d partition(s) from the start", len(fresh))
             await consumer._thread.seek_to_beginning(*fresh)
-        if delivered:
-            log.info(
-                "no committed offset: %d partition(s) already being read go on where they are",
-                len(delivered),
-            )
-            await consumer._thread.seek_wait(delivered)
         return committed
 
     consumer.seek_to_committed = seek_including_uncommitted
