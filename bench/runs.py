@@ -451,6 +451,27 @@ async def closed_loop(runs: Runs, comps: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def print_closed_loop(phase: str, workers: str, peer: str, res: dict[str, Any]) -> None:
+    seq, tput = res["seq"], res["tput"]
+    print(
+        f"{phase} peers' workload, {workers}: seq p50 {pct(seq, 50):.2f} ms p99 "
+        f"{pct(seq, 99):.2f} ms ({len(seq)} runs); {len(tput)} runs with "
+        f"{W.CONCURRENCY} in flight: {len(tput) / res['wall']:.1f} runs/s p50 "
+        f"{pct(tput, 50):.1f} ms p99 {pct(tput, 99):.1f} ms  load {loadavg()}",
+        flush=True,
+    )
+    print("    " + W.summary(peer, seq, tput, res["wall"], res["note"]))
+
+
+def print_cpu_per_run(res: dict[str, Any]) -> None:
+    per_run = {n: 1e3 * c / len(res["tput"]) for n, c in res["cpu"].items()}
+    print(
+        "    CPU per run with 50 in flight: "
+        + " ".join(f"{n}={ms:.2f}ms" for n, ms in per_run.items()),
+        flush=True,
+    )
+
+
 async def warm_up(runs: Runs, seconds: float) -> int:
     """Closed-loop 3-step runs, 50 in flight, for ``seconds``; not measured."""
     deadline = time.monotonic() + seconds
@@ -1012,15 +1033,7 @@ async def amain(args: argparse.Namespace) -> None:
                 th0 = thread_cpu(workers[0].pid)
                 res = await closed_loop(runs, comps)
                 th1 = thread_cpu(workers[0].pid)
-                seq, tput = res["seq"], res["tput"]
-                print(
-                    f"(a) peers' workload, 1 worker: seq p50 {pct(seq, 50):.2f} ms p99 "
-                    f"{pct(seq, 99):.2f} ms ({len(seq)} runs); {len(tput)} runs with "
-                    f"{W.CONCURRENCY} in flight: {len(tput) / res['wall']:.1f} runs/s p50 "
-                    f"{pct(tput, 50):.1f} ms p99 {pct(tput, 99):.1f} ms  load {loadavg()}",
-                    flush=True,
-                )
-                print("    " + W.summary("steplog", seq, tput, res["wall"], res["note"]))
+                print_closed_loop("(a)", "1 worker", "steplog", res)
                 print(f"    worker1 CPU by thread over phase (a): {threads_text(th0, th1)}")
                 if args.profile:
                     named = workers[0].snapshot_threads()
@@ -1030,12 +1043,7 @@ async def amain(args: argparse.Namespace) -> None:
                     )
                 nruns = W.WARMUP_RUNS + W.SEQ_RUNS + W.TPUT_RUNS
                 print(records_text(off0, topic_offsets(settings), nruns), flush=True)
-                per_run = {n: 1e3 * c / len(tput) for n, c in res["cpu"].items()}
-                print(
-                    "    CPU per run with 50 in flight: "
-                    + " ".join(f"{n}={ms:.2f}ms" for n, ms in per_run.items()),
-                    flush=True,
-                )
+                print_cpu_per_run(res)
             if "c" in phases:
                 counts = (
                     {0: 10, 1: 10, 3: 10, 10: 10, 100: 5}
@@ -1145,21 +1153,8 @@ async def amain(args: argparse.Namespace) -> None:
             if "a2" in phases:
                 await add_second_worker()
                 res = await closed_loop(runs, comps)
-                seq, tput = res["seq"], res["tput"]
-                print(
-                    f"(a2) peers' workload, 2 workers: seq p50 {pct(seq, 50):.2f} ms p99 "
-                    f"{pct(seq, 99):.2f} ms; {len(tput) / res['wall']:.1f} runs/s with "
-                    f"{W.CONCURRENCY} in flight, p50 {pct(tput, 50):.1f} ms p99 "
-                    f"{pct(tput, 99):.1f} ms  load {loadavg()}",
-                    flush=True,
-                )
-                print("    " + W.summary("steplog-2w", seq, tput, res["wall"], res["note"]))
-                per_run = {n: 1e3 * c / len(tput) for n, c in res["cpu"].items()}
-                print(
-                    "    CPU per run with 50 in flight: "
-                    + " ".join(f"{n}={ms:.2f}ms" for n, ms in per_run.items()),
-                    flush=True,
-                )
+                print_closed_loop("(a2)", "2 workers", "steplog-2w", res)
+                print_cpu_per_run(res)
             print(f"finished records seen {runs.seen}, not ours/late {runs.stray}")
             if broker_dir is not None and not args.no_batches:
                 batches = log_batches(broker_dir, settings.topic_prefix)

@@ -27,17 +27,22 @@ def app_id(unique_name: Callable[[str], str]) -> str:
     return unique_name("ret")
 
 
-@pytest.fixture
-def worker(settings: Settings, app_id: str, tmp_path: Path) -> Iterator[WorkerProc]:
-    proc = WorkerProc(
+def patterns_worker(settings: Settings, app_id: str, tmp_path: Path, **env: str) -> WorkerProc:
+    """A started worker of tests.apps.patterns with the short dedup window."""
+    return WorkerProc(
         settings,
         "tests.apps.patterns:app",
         app_id,
         tmp_path / "w1",
         TEST_LEDGER=str(tmp_path / "ledger.txt"),
-        STEPLOG_RUN_RETENTION=f"PT{RETENTION_S}S",
         STEPLOG_DEDUP_WINDOW=f"PT{WINDOW_S}S",
+        **env,
     ).start()
+
+
+@pytest.fixture
+def worker(settings: Settings, app_id: str, tmp_path: Path) -> Iterator[WorkerProc]:
+    proc = patterns_worker(settings, app_id, tmp_path, STEPLOG_RUN_RETENTION=f"PT{RETENTION_S}S")
     yield proc
     proc.kill()
 
@@ -159,14 +164,7 @@ def test_dedup_entries_of_the_layout_before_generations_still_dedup_and_expire(
         producer.produce(topic, STATE.encode("dedup", entry), b"dlegacy-1", partition=p)
         producer.produce(topic, STATE.encode("dedup", {}), expiry_key, partition=p)
     assert producer.flush(10) == 0
-    proc = WorkerProc(
-        settings,
-        "tests.apps.patterns:app",
-        app_id,
-        tmp_path / "w1",
-        TEST_LEDGER=str(tmp_path / "ledger.txt"),
-        STEPLOG_DEDUP_WINDOW=f"PT{WINDOW_S}S",
-    ).start()
+    proc = patterns_worker(settings, app_id, tmp_path)
     try:
         welcome = finished(f"{app_id}-send-welcome-email")
         with Client(settings) as client:
