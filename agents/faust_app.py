@@ -139,35 +139,3 @@ def complete_flush_before_commit(app: faust.App, *, timeout: float = 30.0) -> No
 
     buffer._send_pending = tracked_send
     producer.flush = complete_flush  # type: ignore[method-assign]
-
-
-def seek_uncommitted_to_beginning(app: faust.App) -> None:
-    """Make Faust's "seek to committed offsets" also cover partitions never committed.
-
-    While a rebalance or a table recovery has the flow paused, Faust discards the
-    records it fetched for paused stream partitions and later seeks every partition
-    back to its committed offset to read them again. aiokafka seeks only when there
-    is a committed offset above 0, so a partition this group never committed (a
-    worker killed before its first commit, a new app) keeps the position past the
-    discarded records, and they are never processed (seen as runs that never start
-    or resume after a crash). Such partitions are sent back to their beginning,
-    which is where ``auto_offset_reset=earliest`` starts them anyway. Changelog
-    partitions are left to Faust's recovery, which positions them itself.
-    """
-    consumer: Any = app.consumer  # faust internals: seek_to_committed is not typed
-    seek_to_committed = consumer.seek_to_committed
-
-    async def seek_including_uncommitted() -> Any:
-        committed = await seek_to_committed()
-        changelogs = app.tables.changelog_topics
-        fresh = [
-            tp
-            for tp, offset in committed.items()
-            if (offset is None or offset <= 0) and tp.topic not in changelogs
-        ]
-        if fresh:
-            log.info("no committed offset: reading %d partition(s) from the start", len(fresh))
-            await consumer._thread.seek_to_beginning(*fresh)
-        return committed
-
-    consumer.seek_to_committed = seek_including_uncommitted

@@ -105,7 +105,9 @@ class Marks:
             if self.loaded is not None:
                 await self.loaded
             self.unchecked.discard(tp)
-            committed = committed_offsets(self.worker.faust).get(tp)
+            # The broker's committed offset as this assignment's seek read it (not
+            # Faust's memory of its own commits, empty for a partition it just got).
+            committed = self.worker.cursors.committed.get(tp)
             mark = self.marks.get(key)
             epoch = int(mark["epoch"]) if mark else 0
             if mark and mark["committed"] and (committed is None or committed < mark["committed"]):

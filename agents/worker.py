@@ -21,13 +21,9 @@ from typing import Any
 import faust
 from ulid import ULID
 
+from agents import delivery
 from agents.cron import CronRuntime, cron_functions
-from agents.faust_app import (
-    ROCKSDB_OPTIONS,
-    complete_flush_before_commit,
-    make_faust_app,
-    seek_uncommitted_to_beginning,
-)
+from agents.faust_app import ROCKSDB_OPTIONS, complete_flush_before_commit, make_faust_app
 from agents.functions import ActiveRun, FunctionRuntime
 from agents.manifest import check_manifest
 from agents.router import Router
@@ -71,7 +67,7 @@ class Worker:
         self.settings = settings or app.settings
         self.faust: faust.App = make_faust_app(app.app_id, self.settings)
         complete_flush_before_commit(self.faust)
-        seek_uncommitted_to_beginning(self.faust)
+        self.cursors = delivery.install(self.faust)
         self.codec = EventCodec(self.settings)
         self.topic_config = {"max.message.bytes": str(self.settings.max_record_bytes + 65536)}
         self.rocksdb_options = dict(ROCKSDB_OPTIONS)

@@ -1,0 +1,202 @@
+"""Each stream partition's records reach the agents in offset order, once, from its start.
+
+Faust's fetch loop (``Consumer._drain_messages`` in faust-streaming 0.15) keeps a
+"read offset" per partition, hands a record to the streams if its offset is not
+below it, and treats a jump over several offsets as a *gap* that it counts as
+acknowledged (meant for compacted topics and transaction markers). After a
+rebalance it seeks every partition back to its committed offset. A batch fetched
+before that seek but handed over after it (the fetch runs in the consumer's
+thread, the seek is a separate call; faust-streaming #216 is one ordering of it)
+starts above the committed offset: Faust takes the difference for a gap and acks
+it, sets the read offset past it, and then drops the records the seek fetches
+again as already read. The commit passes them and they are never processed: an
+accepted event with no run, a wake-up that never comes. Records delivered to a
+stream buffer that a rebalance then clears move the read offset in the same way.
+
+:func:`install` replaces that loop with one that keeps, per stream partition, the
+offset it must hand over next (:class:`Cursors`, pure and unit-tested):
+
+* a partition's records are handed over only once its start is known: the
+  committed offset Faust seeks to after each assignment, or the log start of a
+  partition the group never committed (such a partition is sought there, where
+  ``auto_offset_reset=earliest`` starts it anyway: aiokafka does not seek a
+  partition without a committed offset, so it would keep a position past records
+  Faust discarded while the flow was paused);
+* a record below the expected offset was handed over already: it is skipped;
+* a record above it is a gap: the partition is sought back to the expected
+  offset, and the gap is accepted only if the first record read after that seek
+  is the same one again (the offsets in between are not in the log: retention,
+  compaction or transaction markers);
+* a record the streams did not take (the flow stopped for a rebalance while it
+  waited) leaves the expected offset where it was.
+
+Nothing is acknowledged that was not handed over, so the commit never passes a
+record that no agent processed. Changelog partitions are left to Faust's table
+recovery, which positions them itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Verdict(Enum):
+    DELIVER = "deliver"
+    #: Already handed over, not this partition's turn yet, or read before a seek.
+    SKIP = "skip"
+    #: A gap: seek the partition back to :attr:`Cursors.expected` first.
+    SEEK = "seek"
+
+
+@dataclass
+class Cursors:
+    """The next offset to hand over per partition, and the gaps being checked.
+
+    ``begin_batch`` starts each fetched batch; after a ``SEEK`` the rest of the
+    batch's records of that partition are skipped (they were read before the seek).
+    """
+
+    expected: dict[Hashable, int] = field(default_factory=dict)
+    #: partition -> first offset seen beyond a gap, before seeking back to check it.
+    gap_at: dict[Hashable, int] = field(default_factory=dict)
+    sought: set[Hashable] = field(default_factory=set)
+    #: The group's committed offset per partition as the last assignment's seek read
+    #: it from the broker (None: never committed). The router compares it with its
+    #: replay marks.
+    committed: dict[Hashable, int | None] = field(default_factory=dict)
+    skipped_unpositioned: int = 0
+
+    def position(self, tp: Hashable, offset: int) -> None:
+        """``tp`` (re)starts at ``offset``: after an assignment's seek, or a seek of ours."""
+        self.expected[tp] = offset
+        self.gap_at.pop(tp, None)
+
+    def forget(self, tps: Iterable[Hashable]) -> None:
+        """Partitions revoked: their start is unknown until the next assignment's seek."""
+        for tp in tps:
+            self.expected.pop(tp, None)
+            self.gap_at.pop(tp, None)
+            self.sought.discard(tp)
+            self.committed.pop(tp, None)
+
+    def begin_batch(self) -> None:
+        self.sought.clear()
+
+    def admit(self, tp: Hashable, offset: int) -> Verdict:
+        if tp in self.sought:
+            return Verdict.SKIP
+        expected = self.expected.get(tp)
+        if expected is None:
+            self.skipped_unpositioned += 1
+            return Verdict.SKIP
+        if offset == expected:
+            self.gap_at.pop(tp, None)
+            return Verdict.DELIVER
+        if offset < expected:
+            return Verdict.SKIP
+        if self.gap_at.get(tp) == offset:
+            # Read again right after seeking back: the offsets before it are not in the log.
+            log.warning(
+                "%s: offsets %d to %d are not in the log (retention, compaction or "
+                "transaction markers); going on at %d",
+                tp,
+                expected,
+                offset - 1,
+                offset,
+            )
+            del self.gap_at[tp]
+            self.expected[tp] = offset
+            return Verdict.DELIVER
+        self.gap_at[tp] = offset
+        self.sought.add(tp)
+        return Verdict.SEEK
+
+    def delivered(self, tp: Hashable, offset: int) -> None:
+        self.expected[tp] = offset + 1
+
+
+def install(app: Any) -> Cursors:
+    """Make ``app``'s consumer hand records to its streams through :class:`Cursors`."""
+    consumer: Any = app.consumer  # faust internals below are not typed
+    cursors = Cursors()
+    # changelog topic -> table, filled as tables are declared (after this call too)
+    changelogs = app.tables._changelogs
+    seek_to_committed = consumer.seek_to_committed
+    revoked = consumer.on_partitions_revoked
+
+    async def seek_to_committed_positioned() -> Mapping[Any, int]:
+        committed = await seek_to_committed()
+        fresh = []
+        for tp, offset in committed.items():
+            if tp.topic in changelogs:
+                continue
+            cursors.committed[tp] = offset if offset is not None and offset > 0 else None
+            if offset is None or offset <= 0:
+                fresh.append(tp)
+            else:
+                cursors.position(tp, offset)
+        if fresh:
+            starts = await consumer.earliest_offsets(*fresh)
+            await consumer._thread.seek_wait({tp: int(starts.get(tp) or 0) for tp in fresh})
+            for tp in fresh:
+                cursors.position(tp, int(starts.get(tp) or 0))
+            log.info("no committed offset: reading %d partition(s) from the start", len(fresh))
+        return committed
+
+    async def on_partitions_revoked(tps: set[Any]) -> None:
+        cursors.forget(tps)
+        await revoked(tps)
+
+    async def drain_messages(fetcher: Any) -> None:
+        callback = consumer.callback
+        commit_every = consumer._commit_every
+        consumer_stopped = consumer._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        read_offset = consumer._read_offset
+        suspend_flow = consumer.suspend_flow
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                batch = consumer.getmany(timeout=1.0)
+                await consumer.sleep(0)
+                if consumer.should_stop:
+                    continue
+                cursors.begin_batch()
+                async for tp, message in batch:
+                    offset = message.offset
+                    if tp.topic in changelogs:
+                        verdict = Verdict.DELIVER
+                    else:
+                        verdict = cursors.admit(tp, offset)
+                    if verdict is Verdict.SKIP:
+                        continue
+                    if verdict is Verdict.SEEK:
+                        expected = cursors.expected[tp]
+                        log.info("%s: read %d, expected %d: seeking back", tp, offset, expected)
+                        await consumer._thread.seek_wait({tp: expected})
+                        read_offset[tp] = expected
+                        continue
+                    if commit_every is not None and consumer._n_acked >= commit_every:
+                        consumer._n_acked = 0
+                        await consumer.commit()
+                    handover = callback(message)
+                    result = await consumer.wait_first(handover, suspend_flow.wait())
+                    if handover not in result.done:
+                        break  # not taken (the flow stopped): the rebalance's seek reads it again
+                    read_offset[tp] = offset
+                    if tp.topic not in changelogs:
+                        cursors.delivered(tp, offset)
+        except consumer.consumer_stopped_errors:
+            if consumer.transport.app.should_stop:
+                return
+            raise
+
+    consumer.seek_to_committed = seek_to_committed_positioned
+    consumer.on_partitions_revoked = on_partitions_revoked
+    consumer._drain_messages = drain_messages
+    return cursors
