@@ -23,41 +23,29 @@ A tick handled twice (a crash between the start and the table write, two
 workers during a rebalance) starts one run: the run id is derived from the tick
 and the function agent ignores a ``start`` whose run exists.
 
-Time comes from :data:`clock` (the system clock). Tests replace it with
-:func:`use_clock`, e.g. with a clock that runs 60 times faster.
+Time comes from the app's clock (``App(..., clock=...)``, the system clock by
+default); tests pass one that runs 60 times faster.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from agents.functions import RUN_RECORDS
 from agents.store import TableState
 from streams.app import Function
-from streams.core.clock import Clock, SystemClock
+from streams.clock import Clock, now_ms
 from streams.cron import next_due, next_tick, partition_of, plan_tick
-from streams.event import now_ms
+from streams.lifecycle import records
 from streams.options import TriggerCron
 
-if TYPE_CHECKING:
-    from agents.worker import Worker
-
 log = logging.getLogger(__name__)
-
-#: The wall clock cron schedules follow. Replace it with :func:`use_clock` (tests).
-clock: Clock = SystemClock()
 
 DUE = b"c"  # c<slug>|<cron> -> {"due_ms": next tick}
 #: A tick sent but not applied after this many (real) seconds is sent again.
 RESEND_AFTER_S = 10.0
-
-
-def use_clock(new: Clock) -> None:
-    """Make cron schedules follow ``new`` (e.g. a faster clock in tests)."""
-    global clock
-    clock = new
 
 
 def cron_functions(functions: Any) -> list[Function]:
@@ -77,31 +65,37 @@ def _due_key(slug: str, cron: str) -> bytes:
 class CronRuntime:
     """The cron agent, its table, and the due ticks of the partitions it holds."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        settings = worker.settings
-        app = worker.faust
-        self.partitions = settings.partitions
-        self.functions = {fn.slug: fn for fn in cron_functions(worker.app.functions.values())}
-        base = f"steplog-{worker.app.app_id}-cron"
-        self.topic = worker._raw_topic(settings.topic(base))
-        self.topic_name: str = self.topic.get_topic_name()
-        self.table = worker.state_table("steplog.cron", f"{base}-changelog")
-        self.state = TableState(self.table)
+    def __init__(
+        self,
+        faust: Any,
+        *,
+        partitions: int,
+        functions: list[Function],
+        journals: Mapping[str, Any],
+        topic: Any,
+        table: Any,
+        clock: Clock,
+    ) -> None:
+        self.partitions = partitions
+        self.functions = {fn.slug: fn for fn in functions}
+        self.journals = journals
+        self.clock = clock
+        self.topic = topic
+        self.topic_name: str = topic.get_topic_name()
+        self.table = table
+        self.state = TableState(table)
         #: partition -> (slug, cron) -> due ms, for the partitions this worker resumed.
         self.due: dict[int, dict[tuple[str, str], int]] = {}
         #: (slug, cron) -> (due ms, monotonic time) of ticks sent and not applied yet.
         self.sent: dict[tuple[str, str], tuple[int, float]] = {}
-        app.agent(self.topic, name="steplog-cron")(self._agent)
+        faust.agent(topic, name="steplog-cron")(self._agent)
 
     # --- rebalances and the timer loop (outside the agent) ----------------------------
 
     async def on_assigned(self, partitions: set[int]) -> None:
         for p in partitions:
             await self.topic.send(
-                key=b"",
-                value=RUN_RECORDS.encode("resume", {}, run_id="", at_ms=now_ms()),
-                partition=p,
+                key=b"", value=records.encode(records.Resume(), now_ms()), partition=p
             )
 
     def on_revoked(self, partitions: set[int]) -> None:
@@ -111,7 +105,7 @@ class CronRuntime:
 
     async def fire_due(self) -> None:
         """Send a ``tick`` record for each due tick of the partitions this worker holds."""
-        now = clock.now_ms()
+        now = self.clock.now_ms()
         mono = time.monotonic()
         for p, entries in list(self.due.items()):
             for (slug, cron), due in list(entries.items()):
@@ -121,11 +115,9 @@ class CronRuntime:
                 if sent is not None and sent[0] == due and mono - sent[1] < RESEND_AFTER_S:
                     continue
                 self.sent[(slug, cron)] = (due, mono)
-                body = {"function": slug, "cron": cron, "due_ms": due}
+                tick = records.Tick(slug, cron, due)
                 await self.topic.send(
-                    key=slug.encode(),
-                    value=RUN_RECORDS.encode("tick", body, run_id="", at_ms=now_ms()),
-                    partition=p,
+                    key=slug.encode(), value=records.encode(tick, now_ms()), partition=p
                 )
 
     # --- the agent loop ---------------------------------------------------------------
@@ -134,25 +126,25 @@ class CronRuntime:
         async for event in stream.events():
             msg = event.message
             try:
-                kind, body, _ = RUN_RECORDS.decode(event.value)
-                if kind == "tick":
-                    await self._tick(body, msg.partition)
-                elif kind == "resume":
+                record = records.decode(event.value)
+                if isinstance(record, records.Tick):
+                    await self._tick(record, msg.partition)
+                elif isinstance(record, records.Resume):
                     self._resume(msg.partition)
                 else:
                     log.warning(
-                        "%s[%s]@%s: unknown cron record %r",
+                        "%s[%s]@%s: not a cron record: %r",
                         msg.topic,
                         msg.partition,
                         msg.offset,
-                        kind,
+                        record,
                     )
             except Exception:
                 log.exception("%s[%s]@%s: cron record failed", msg.topic, msg.partition, msg.offset)
 
     def _resume(self, partition: int) -> None:
         """Load (or initialise) the due ticks of the cron functions of ``partition``."""
-        now = clock.now_ms()
+        now = self.clock.now_ms()
         wanted = {
             _due_key(slug, cron): (slug, cron, trigger)
             for slug, fn in self.functions.items()
@@ -175,26 +167,20 @@ class CronRuntime:
             entries[(slug, cron)] = due
         self.due[partition] = entries
 
-    async def _tick(self, body: Any, partition: int) -> None:
-        slug, cron, due = body["function"], body["cron"], int(body["due_ms"])
+    async def _tick(self, tick_record: records.Tick, partition: int) -> None:
+        slug, cron, due = tick_record.function, tick_record.cron, tick_record.due_ms
         fn = self.functions.get(slug)
         trigger = _crons(fn).get(cron) if fn is not None else None
         key = _due_key(slug, cron)
         stored = self.state.get(key)
         if fn is None or trigger is None or stored is None or int(stored["due_ms"]) != due:
             return  # fired twice, or no longer declared: the stored tick decides
-        fired = clock.now_ms()
+        fired = self.clock.now_ms()
         tick = plan_tick(fn, trigger, due, fired)
         start = tick.start
-        runtime = self.worker.runtimes[slug]
-        await runtime.topic.send(
-            key=start.key.encode(),
-            value=RUN_RECORDS.encode(
-                "start",
-                {"event": tick.event.model_dump(), "idempotency": start.idempotency},
-                run_id=start.run_id,
-                at_ms=now_ms(),
-            ),
+        record = records.Start(start.run_id, tick.event.model_dump(), start.idempotency)
+        await self.journals[slug].send(
+            key=start.key.encode(), value=records.encode(record, now_ms())
         )
         upcoming = next_due(trigger, due, fired)
         self.state.put(key, "cron", {"due_ms": upcoming})

@@ -131,7 +131,7 @@ def install(app: Any) -> Cursors:
     revoked = consumer.on_partitions_revoked
 
     async def seek_to_committed_positioned() -> Mapping[Any, int]:
-        committed = await seek_to_committed()
+        committed: Mapping[Any, int] = await seek_to_committed()
         fresh = []
         for tp, offset in committed.items():
             if tp.topic in changelogs:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
 
 from streams.settings import Settings
+from streams.topics import consumer_group
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,6 @@ ROCKSDB_OPTIONS: dict[str, Any] = {
     "block_cache_compressed_size": 0,
     "max_open_files": 256,
 }
-
-
-def group_id(app_id: str) -> str:
-    return f"steplog-{app_id}"
 
 
 def _credentials(settings: Settings) -> tuple[Any, ssl.SSLContext | None]:
@@ -69,7 +67,7 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
     bootstrap = settings.resolved_bootstrap()
     brokers = ";".join(f"kafka://{b.strip()}" for b in bootstrap.split(","))
     return faust.App(
-        group_id(app_id),
+        consumer_group(app_id),
         broker=brokers,
         broker_credentials=creds,
         ssl_context=context,
@@ -101,7 +99,12 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
     )
 
 
-def complete_flush_before_commit(app: faust.App, *, timeout: float = 30.0) -> None:
+def complete_flush_before_commit(
+    app: faust.App,
+    *,
+    before: Sequence[Callable[[], Awaitable[None]]] = (),
+    timeout: float = 30.0,
+) -> None:
     """Make the producer flush Faust does before committing offsets wait for table writes.
 
     Table writes reach their changelogs through the producer's ``ProducerBuffer`` (a
@@ -112,6 +115,8 @@ def complete_flush_before_commit(app: faust.App, *, timeout: float = 30.0) -> No
     again, a finished run stays "running"). Here the flush first waits until the
     buffer is empty and its task has handed the last write to the Kafka client, whose
     own flush then waits for delivery. Order is kept: the buffer's task still sends.
+    ``before`` are awaited first: state writes held back until what they depend on
+    is delivered (``agents.store.Outbox.drained``).
     """
     producer = app.producer
     buffer: Any = producer.buffer  # faust internals: _send_pending is not typed
@@ -130,6 +135,12 @@ def complete_flush_before_commit(app: faust.App, *, timeout: float = 30.0) -> No
 
     async def complete_flush() -> None:
         deadline = asyncio.get_running_loop().time() + timeout
+        for held in before:
+            try:
+                await asyncio.wait_for(held(), max(deadline - asyncio.get_running_loop().time(), 0))
+            except TimeoutError:
+                log.warning("state writes still held back after %.0fs; flushing anyway", timeout)
+                break
         while (buffer.size or in_flight) and buffer.state == "running":
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("table writes still buffered after %.0fs; flushing anyway", timeout)

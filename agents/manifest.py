@@ -15,11 +15,11 @@ import uuid
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agents.faust_app import group_id
 from streams.app import App
 from streams.errors import ConfigError
 from streams.kafka.admin import create_topics
 from streams.settings import Settings
+from streams.topics import Topics, consumer_group
 
 
 def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
@@ -72,13 +72,13 @@ def _active_members(settings: Settings, group: str) -> int:
 
 
 def check_manifest(app: App, settings: Settings) -> None:
-    topic = settings.topic(f"steplog-{app.app_id}-manifest")
+    topic = Topics(settings.topic_prefix, app.app_id).manifest
     create_topics(settings, [topic], partitions=1, config={"cleanup.policy": "compact"})
     ours = sorted(app.functions)
     recorded = _read_latest(settings, topic)
     if recorded == ours:
         return
-    if recorded is not None and _active_members(settings, group_id(app.app_id)) > 0:
+    if recorded is not None and _active_members(settings, consumer_group(app.app_id)) > 0:
         raise ConfigError(
             f"workers of app {app.app_id!r} already running host functions {recorded}; this "
             f"worker hosts {ours}. Run the same code on every worker: stop the running ones "

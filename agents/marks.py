@@ -17,16 +17,14 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from agents.delivery import Cursors
 from agents.manifest import watermarks
 from agents.store import STATE
-from streams.kafka.admin import create_topics
-
-if TYPE_CHECKING:
-    from agents.worker import Worker
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +39,23 @@ def _tp_key(topic: str, partition: int) -> str:
 
 
 class Marks:
-    def __init__(self, worker: Worker, topics: set[str]) -> None:
-        self.worker = worker
-        self.topics = topics
-        self.name = worker.settings.topic(f"steplog-{worker.app.app_id}-marks")
+    """The replay marks of the partitions the router reads (``topics``, set by the router).
+
+    ``cursors`` give the broker's committed offsets as each assignment found them.
+    """
+
+    def __init__(self, settings: Settings, name: str, faust: Any, cursors: Cursors) -> None:
+        self.settings = settings
+        self.name = name
+        self.faust = faust
+        self.cursors = cursors
+        self.topics: set[str] = set()
         self.marks: dict[str, dict[str, int]] = {}
         self.epochs: dict[str, int] = {}
         self.unchecked: set[Any] = set()
         self.assigned: set[Any] = set()
         self.published: dict[str, int] = {}
         self.loaded: asyncio.Future[None] | None = None
-        create_topics(
-            worker.settings,
-            [self.name],
-            partitions=1,
-            config={"cleanup.policy": "compact"},
-        )
 
     def on_assigned(self, assigned: set[Any]) -> None:
         mine = {tp for tp in assigned if tp.topic in self.topics}
@@ -72,7 +71,7 @@ class Marks:
 
     def _load(self) -> None:
         """Read the marks topic to its end (it is small: one record per partition)."""
-        settings = self.worker.settings
+        settings = self.settings
         consumer = Consumer(
             settings.kafka_config(
                 **{"group.id": f"steplog-marks-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
@@ -107,7 +106,7 @@ class Marks:
             self.unchecked.discard(tp)
             # The broker's committed offset as this assignment's seek read it (not
             # Faust's memory of its own commits, empty for a partition it just got).
-            committed = self.worker.cursors.committed.get(tp)
+            committed = self.cursors.committed.get(tp)
             mark = self.marks.get(key)
             epoch = int(mark["epoch"]) if mark else 0
             if mark and mark["committed"] and (committed is None or committed < mark["committed"]):
@@ -126,7 +125,7 @@ class Marks:
 
     async def publish(self) -> None:
         """Record the committed offsets of assigned partitions that moved since last time."""
-        committed = committed_offsets(self.worker.faust)
+        committed = committed_offsets(self.faust)
         for tp in list(self.assigned):
             key = _tp_key(tp.topic, tp.partition)
             offset = committed.get(tp)
@@ -138,7 +137,7 @@ class Marks:
         body = {"committed": committed, "epoch": epoch}
         self.marks[key] = body
         self.published[key] = committed
-        producer = self.worker.faust.producer
+        producer = self.faust.producer
         await producer.send(
             self.name,
             key.encode(),

@@ -12,27 +12,25 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from agents.functions import RUN_RECORDS
 from agents.marks import Marks
 from agents.store import TableState
+from agents.waits import WaitRegistry
+from streams.app import Function
+from streams.clock import now_ms
 from streams.errors import StreamsError
-from streams.event import now_ms
 from streams.expressions import name_matches
+from streams.lifecycle import records
 from streams.routing import DedupEntry, DedupKeys, remembers, route
-from streams.serde import dlq_headers, ensure_accepted
-
-if TYPE_CHECKING:
-    from agents.worker import Worker
+from streams.serde import EventCodec, dlq_headers, ensure_accepted
+from streams.settings import Settings
+from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
 DEDUP = b"g"  # g<generation>|<event id> -> DedupEntry (streams.routing.DedupKeys)
-#: Written before dedup generations: d<event id> -> DedupEntry, and its expiry index
-#: x<due ms>|<event id>. Still read and expired where a partition holds them.
-LEGACY_DEDUP = b"d"
-LEGACY_EXPIRY = b"x"
 #: Expired dedup entries deleted per record processed (bounded work per event).
 EXPIRE_BATCH = 64
 #: An event whose ts is further ahead than this starts its runs at its ts.
@@ -40,43 +38,57 @@ FUTURE_SLACK_MS = 1000
 
 
 class Router:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        settings = worker.settings
-        app = worker.faust
-        self.events_name = settings.topic("events")
+    """The router agent and its dedup table (partitioned like ``events``)."""
+
+    def __init__(
+        self,
+        faust: Any,
+        settings: Settings,
+        topics: Topics,
+        *,
+        codec: EventCodec,
+        functions: list[Function],
+        journals: Mapping[str, Any],
+        system_topics: Mapping[str, Any],
+        dlq: Any,
+        table: Any,
+        waits: WaitRegistry,
+        marks: Marks,
+    ) -> None:
+        self.codec = codec
+        self.functions = functions
+        self.journals = journals
+        self.waits = waits
+        self.partitions = settings.partitions
+        self.events_name = topics.events
         # A system topic is read only when some function triggers on its event (an
         # on_failure handler reads inngest/function.failed, not .finished).
-        patterns = [p for fn in worker.app.functions.values() for p in fn.event_patterns]
+        patterns = [p for fn in functions for p in fn.event_patterns]
         system = [
             topic.get_topic_name()
-            for name, topic in worker.system_topics.items()
+            for name, topic in system_topics.items()
             if any(name_matches(p, name) for p in patterns)
         ]
-        self.cancellations = settings.topic("steplog.cancellations")
+        self.cancellations = topics.cancellations
         names = [self.events_name, self.cancellations, *system]
-        self.channel = app.topic(
+        self.channel = faust.topic(
             *names, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
         )
-        self.dlq = worker._raw_topic(settings.topic("events.dlq"))
-        base = f"steplog-{worker.app.app_id}-router"
-        self.table = worker.state_table("router-dedup", f"{base}-dedup-changelog")
-        self.state = TableState(self.table)
-        self.marks = Marks(worker, set(names))
+        self.dlq = dlq
+        self.table = table
+        self.state = TableState(table)
+        self.marks = marks
+        marks.topics = set(names)
         self.window_ms = int(settings.dedup_window.total_seconds() * 1000)
         self.dedup_keys = DedupKeys(self.window_ms)
         #: Per partition: when dedup keys may next be due for deletion.
         self.next_expiry: dict[int, int] = {}
-        #: Per partition: when legacy keys are next due, or None once none are left.
-        self.legacy_expiry: dict[int, int | None] = {}
-        self.functions = list(worker.app.functions.values())
-        app.agent(self.channel, name="steplog-router")(self._agent)
+        faust.agent(self.channel, name="steplog-router")(self._agent)
 
     def on_assigned(self, assigned: set[Any]) -> None:
         self.marks.on_assigned(assigned)
         for tp in assigned:
             self.next_expiry.pop(tp.partition, None)
-            self.legacy_expiry.pop(tp.partition, None)
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         await self.marks.publish()
@@ -100,7 +112,7 @@ class Router:
             await self._cancellation(record)
             return
         try:
-            event = self.worker.codec.decode(record.value, topic=msg.topic)
+            event = self.codec.decode(record.value, topic=msg.topic)
             event = ensure_accepted(
                 event,
                 key=msg.key,
@@ -115,24 +127,22 @@ class Router:
             return
         epoch = await self.marks.epoch(msg.tp)
         event_key = event.key.encode()
-        raw = self._remembered(msg.partition, event_key, now) if remembers(event) else None
+        raw = self._remembered(event_key, now) if remembers(event) else None
         entry = DedupEntry.from_dict(raw) if raw else None
         decision = route(
             event, self.functions, entry, epoch=epoch, now_ms=now, window_ms=self.window_ms
         )
         if decision.starts:
-            body: dict[str, Any] = {"event": event.model_dump()}
-            if event.ts and event.ts > now + FUTURE_SLACK_MS:
-                body["not_before"] = event.ts  # a future ts: its runs start then
+            dumped = event.model_dump()
+            # A future ts: its runs start then.
+            not_before = event.ts if event.ts and event.ts > now + FUTURE_SLACK_MS else None
             for start in decision.starts:
-                runtime = self.worker.runtimes[start.function]
-                body["idempotency"] = start.idempotency
-                await runtime.topic.send(
-                    key=start.key.encode(),
-                    value=RUN_RECORDS.encode("start", body, run_id=start.run_id, at_ms=now),
+                record = records.Start(start.run_id, dumped, start.idempotency, not_before)
+                await self.journals[start.function].send(
+                    key=start.key.encode(), value=records.encode(record, now)
                 )
         if not decision.duplicate_of:
-            await self.worker.waits.match(event, int((msg.timestamp or now / 1000) * 1000))
+            await self.waits.match(event, int((msg.timestamp or now / 1000) * 1000))
         else:
             log.info(
                 "event %s (id %r) duplicates %s: no new run",
@@ -144,17 +154,13 @@ class Router:
             key = self.dedup_keys.key(event_key, decision.dedup.first_seen_ms)
             self.state.put(key, "dedup", decision.dedup.to_dict())
         self._expire(msg.partition, now)
-        if self.legacy_expiry.get(msg.partition, 0) is not None:
-            self._expire_legacy(msg.partition, now)
 
-    def _remembered(self, partition: int, event_key: bytes, now: int) -> Any | None:
+    def _remembered(self, event_key: bytes, now: int) -> Any | None:
         """The dedup entry of an event id that may still be inside its window."""
         for key in self.dedup_keys.lookups(event_key, now):
             raw = self.state.get(key)
             if raw is not None:
                 return raw
-        if self._has_legacy(partition):
-            return self.state.get(LEGACY_DEDUP + event_key)
         return None
 
     def _expire(self, partition: int, now: int) -> None:
@@ -176,38 +182,7 @@ class Router:
         elif oldest_left is not None:
             self.next_expiry[partition] = self.dedup_keys.expires_at(oldest_left)
         else:  # none left: the first entry written from now on expires then
-            self.next_expiry[partition] = self.dedup_keys.expires_at(
-                self.dedup_keys.key(b"", now)
-            )
-
-    def _has_legacy(self, partition: int) -> bool:
-        if partition not in self.legacy_expiry:
-            first = next(iter(self.state.scan_keys(partition, LEGACY_EXPIRY)), None)
-            self.legacy_expiry[partition] = None if first is None else 0
-        return self.legacy_expiry[partition] is not None
-
-    def _expire_legacy(self, partition: int, now: int) -> None:
-        """Delete a few entries of the pre-generation layout whose window is over."""
-        if not self._has_legacy(partition):
-            return
-        due = self.legacy_expiry[partition]
-        if due is not None and due > now:
-            return
-        upto = LEGACY_EXPIRY + b"%013d" % (now + 1)
-        expired: list[bytes] = []
-        next_due = None
-        for key in self.state.scan_keys(partition, LEGACY_EXPIRY):
-            if key >= upto or len(expired) >= EXPIRE_BATCH:
-                next_due = int(key[1:14])
-                break
-            expired.append(key)
-        for key in expired:
-            self.state.delete(key)
-            event_id = key.split(b"|", 1)[1]
-            raw = self.state.get(LEGACY_DEDUP + event_id)
-            if raw is not None and raw["first_seen_ms"] + self.window_ms <= now:
-                self.state.delete(LEGACY_DEDUP + event_id)
-        self.legacy_expiry[partition] = next_due  # None: the partition has none left
+            self.next_expiry[partition] = self.dedup_keys.expires_at(self.dedup_keys.key(b"", now))
 
     async def _cancellation(self, record: Any) -> None:
         """A run cancellation request: every function's partitions check for the run."""
@@ -217,15 +192,11 @@ class Router:
         except (ValueError, KeyError, TypeError) as exc:
             await self._dead_letter(record, f"not a cancellation request: {exc}")
             return
-        value = RUN_RECORDS.encode(
-            "cancel",
-            {"reason": request.get("reason") or "cancel requested"},
-            run_id=run_id,
-            at_ms=now_ms(),
-        )
-        for runtime in self.worker.runtimes.values():
-            for partition in range(self.worker.settings.partitions):
-                await runtime.topic.send(key=run_id.encode(), value=value, partition=partition)
+        cancel = records.Cancel(run_id, str(request.get("reason") or "cancel requested"))
+        value = records.encode(cancel, now_ms())
+        for journal in self.journals.values():
+            for partition in range(self.partitions):
+                await journal.send(key=run_id.encode(), value=value, partition=partition)
 
     async def _dead_letter(self, record: Any, error: str) -> None:
         msg = record.message

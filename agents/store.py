@@ -1,21 +1,157 @@
-"""A thin view of one Faust table as steplog's key/value state.
+"""State in RocksDB tables backed by Kafka changelogs, as the lifecycle and agents need it.
 
-Keys are bytes with a one-letter prefix per kind (run state, memo, timer ...);
-values are Avro ``steplog.StateValue`` records (a kind and a JSON body). Writes
-go through the Faust table, so they land in RocksDB *and* in the table's Kafka
-changelog, and they must happen inside the agent's stream iteration (FAUST.md).
-Prefix scans read the partition's RocksDB database directly: Faust's table API
-has no ordered range reads, and timers and memos need them.
+Values are Avro ``steplog.StateValue`` records (a kind and a JSON body) under byte
+keys with a one-letter prefix per kind (``streams.lifecycle.state``).
+
+* :class:`RocksRunStore` is the lifecycle's :class:`~streams.lifecycle.store.RunStore`
+  for one function partition: it reads and writes the partition's RocksDB database
+  directly and sends each write to the table's changelog through an
+  :class:`Outbox`, which holds it back until the sends made while the same journal
+  record was handled are acknowledged.
+* :class:`TableState` is a thin view of a Faust table for the router and cron
+  agents, whose writes go through Faust (inside the stream iteration, FAUST.md).
+
+Prefix scans read a partition's database directly: Faust's table API has no
+ordered range reads, and timers and memos need them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.serde.internal import JsonBodyCodec
 
+log = logging.getLogger(__name__)
+
 STATE = JsonBodyCodec("steplog.StateValue")
+
+
+def _scan_keys(db: Any, prefix: bytes, upto: bytes | None, start: bytes | None) -> Iterator[bytes]:
+    for key in db.keys(from_key=start if start is not None else prefix):
+        if not key.startswith(prefix) or (upto is not None and key >= upto):
+            break
+        yield key
+
+
+def _scan(
+    db: Any, prefix: bytes, upto: bytes | None, start: bytes | None
+) -> Iterator[tuple[bytes, Any]]:
+    for key, raw in db.items(from_key=start if start is not None else prefix):
+        if not key.startswith(prefix) or (upto is not None and key >= upto):
+            break
+        if raw is not None:
+            yield key, STATE.decode(raw)[1]
+
+
+@dataclass
+class _Unit:
+    """What handling one journal record sent, and the state writes it made."""
+
+    sends: list[asyncio.Future[Any]] = field(default_factory=list)
+    writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
+
+
+class Outbox:
+    """Releases a function's changelog writes once the sends they depend on are acked.
+
+    The lifecycle's writes while one record is handled (a run's final state, say)
+    must not reach Kafka before what that record sent (the run's system events):
+    otherwise a crash in between leaves a finished run whose end nobody heard of,
+    and the re-delivered record finds nothing left to do. So :meth:`send` futures
+    and :meth:`write` s collect in the current unit; :meth:`seal` closes it, and
+    units release their writes in order, each once all its sends are delivered. A
+    send that failed is logged and does not hold the writes back (it would stall
+    every partition's commits). Before Faust commits offsets it awaits
+    :meth:`drained` (see ``agents.faust_app.complete_flush_before_commit``).
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.current = _Unit()
+        self.sealed: deque[_Unit] = deque()
+        self._waiting: asyncio.Future[Any] | None = None
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def send(self, future: asyncio.Future[Any]) -> None:
+        self.current.sends.append(future)
+
+    def write(self, partition: int, key: bytes, value: bytes | None) -> None:
+        self.current.writes.append((partition, key, value))
+
+    def seal(self) -> None:
+        unit, self.current = self.current, _Unit()
+        if not unit.writes and not self.sealed:
+            return
+        self.sealed.append(unit)
+        self._empty.clear()
+        if self._waiting is None:
+            self._release()
+
+    async def drained(self) -> None:
+        await self._empty.wait()
+
+    def _release(self, _done: Any = None) -> None:
+        self._waiting = None
+        while self.sealed:
+            unit = self.sealed[0]
+            pending = next((f for f in unit.sends if not f.done()), None)
+            if pending is not None:
+                self._waiting = pending
+                pending.add_done_callback(self._release)
+                return
+            for fut in unit.sends:
+                if not fut.cancelled() and fut.exception() is not None:
+                    log.error("a send the state depends on failed: %r", fut.exception())
+            for partition, key, value in unit.writes:
+                self.table.send_changelog(partition, key, value)
+            self.sealed.popleft()
+        self._empty.set()
+
+
+class RocksRunStore:
+    """One function partition's RocksDB database, written through an :class:`Outbox`."""
+
+    def __init__(self, table: Any, partition: int, outbox: Outbox) -> None:
+        self.partition = partition
+        self.table = table
+        self.outbox = outbox
+
+    @property
+    def db(self) -> Any:
+        # Looked up each time, never kept: Faust reopens a partition's database after a
+        # rebalance and cannot while an old handle to it is alive (it is locked).
+        return self.table.data._db_for_partition(self.partition)
+
+    def get(self, key: bytes) -> Any | None:
+        raw = self.db.get(key)
+        return None if raw is None else STATE.decode(raw)[1]
+
+    def put(self, key: bytes, kind: str, body: Any) -> None:
+        raw = STATE.encode(kind, body)
+        self.db[key] = raw
+        self.outbox.write(self.partition, key, raw)
+
+    def delete(self, key: bytes) -> None:
+        db = self.db
+        if db.get(key) is not None:
+            del db[key]
+            self.outbox.write(self.partition, key, None)
+
+    def scan(
+        self, prefix: bytes, upto: bytes | None = None, *, start: bytes | None = None
+    ) -> Iterator[tuple[bytes, Any]]:
+        return _scan(self.db, prefix, upto, start)
+
+    def scan_keys(
+        self, prefix: bytes, upto: bytes | None = None, *, start: bytes | None = None
+    ) -> Iterator[bytes]:
+        return _scan_keys(self.db, prefix, upto, start)
 
 
 class TableState:
@@ -29,12 +165,6 @@ class TableState:
         if raw is None:
             return None
         return STATE.decode(raw)[1]
-
-    def get_in(self, partition: int, key: bytes) -> Any | None:
-        """``key`` in ``partition``'s database only (``get`` searches every partition)."""
-        db = self._db(partition)
-        raw = db.get(key) if db is not None else None
-        return None if raw is None else STATE.decode(raw)[1]
 
     def put(self, key: bytes, kind: str, body: Any) -> None:
         self.table[key] = STATE.encode(kind, body)
@@ -53,13 +183,7 @@ class TableState:
     ) -> Iterator[tuple[bytes, Any]]:
         """Keys starting with ``prefix`` (from ``start``, < ``upto`` if given), in order."""
         db = self._db(partition)
-        if db is None:
-            return
-        for key, raw in db.items(from_key=start if start is not None else prefix):
-            if not key.startswith(prefix) or (upto is not None and key >= upto):
-                break
-            if raw is not None:
-                yield key, STATE.decode(raw)[1]
+        return iter(()) if db is None else _scan(db, prefix, upto, start)
 
     def scan_keys(
         self,
@@ -71,12 +195,7 @@ class TableState:
     ) -> Iterator[bytes]:
         """Like :meth:`scan`, keys only (values are not read or decoded)."""
         db = self._db(partition)
-        if db is None:
-            return
-        for key in db.keys(from_key=start if start is not None else prefix):
-            if not key.startswith(prefix) or (upto is not None and key >= upto):
-                break
-            yield key
+        return iter(()) if db is None else _scan_keys(db, prefix, upto, start)
 
     def _db(self, partition: int) -> Any | None:
         store = self.table.data

@@ -24,16 +24,16 @@ import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from agents.functions import RUN_RECORDS
-from streams.event import Event, now_ms
+from streams.clock import now_ms
+from streams.event import Event
+from streams.lifecycle import records
+from streams.settings import Settings
 from streams.waits import RecentEvents, Wait, WaitIndex, matches_wait
-
-if TYPE_CHECKING:
-    from agents.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,11 @@ RECENT_MAX_EVENTS = 20_000
 class WaitRegistry:
     """This worker's view of the app's pending waits, and the matching of events."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        settings = worker.settings
-        self.topic_name = settings.topic(f"steplog-{worker.app.app_id}-waits")
-        self.topic = worker._raw_topic(self.topic_name, compacting=True)
+    def __init__(self, settings: Settings, topic: Any, journals: Mapping[str, Any]) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.topic_name: str = topic.get_topic_name()
+        self.journals = journals
         self.index = WaitIndex()
         self.recent = RecentEvents(RECENT_WINDOW_MS, RECENT_MAX_EVENTS)
         self.loaded: asyncio.Future[None] | None = None
@@ -61,12 +61,16 @@ class WaitRegistry:
 
     # --- registrations (called by function agents) ------------------------------------
 
-    async def register(self, wait: Wait) -> None:
+    async def register(self, wait: Wait) -> asyncio.Future[Any]:
         value = json.dumps(wait.to_dict(), separators=(",", ":")).encode()
-        await self.topic.send(key=wait.key.encode(), value=value)
+        sent: asyncio.Future[Any] = await self.topic.send(
+            key=wait.key.encode(), value=value, force=True
+        )
+        return sent
 
-    async def unregister(self, key: str) -> None:
-        await self.topic.send(key=key.encode(), value=None)
+    async def unregister(self, key: str) -> asyncio.Future[Any]:
+        sent: asyncio.Future[Any] = await self.topic.send(key=key.encode(), value=None, force=True)
+        return sent
 
     # --- following the topic ------------------------------------------------------------
 
@@ -83,7 +87,7 @@ class WaitRegistry:
         self._stop.set()
 
     def _follow(self) -> None:
-        settings = self.worker.settings
+        settings = self.settings
         consumer = Consumer(
             settings.kafka_config(
                 **{
@@ -191,17 +195,13 @@ class WaitRegistry:
             await self._resolve(wait, event)
 
     async def _resolve(self, wait: Wait, event: Event) -> None:
-        runtime = self.worker.runtimes.get(wait.function)
-        if runtime is None:
+        journal = self.journals.get(wait.function)
+        if journal is None:
             log.warning("wait %s: function %s is not in this app", wait.key, wait.function)
             return
+        record: records.Record
         if wait.kind == "cancel":
-            kind = "cancel"
-            body: dict[str, Any] = {"reason": f"event {event.name} ({event.internal_id})"}
+            record = records.Cancel(wait.run_id, f"event {event.name} ({event.internal_id})")
         else:
-            kind = "resolve"
-            body = {"step_id": wait.step_id, "output": event.model_dump()}
-        await runtime.topic.send(
-            key=wait.run_key.encode(),
-            value=RUN_RECORDS.encode(kind, body, run_id=wait.run_id, at_ms=now_ms()),
-        )
+            record = records.Resolve(wait.run_id, wait.step_id, output=event.model_dump())
+        await journal.send(key=wait.run_key.encode(), value=records.encode(record, now_ms()))

@@ -3,14 +3,13 @@
 ``Worker(app, settings).faust`` is a ready Faust app; ``run_worker`` runs it in
 this process (what ``steplog worker MODULE:APP`` does). Several workers of one
 app share the partitions of its topics through the consumer group
-``steplog-<app_id>``.
+``steplog-<app_id>``. The worker builds the topics, tables and agents and hands
+each component the few collaborators it uses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -19,81 +18,153 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from ulid import ULID
 
 from agents import delivery
 from agents.cron import CronRuntime, cron_functions
 from agents.faust_app import ROCKSDB_OPTIONS, complete_flush_before_commit, make_faust_app
-from agents.functions import ActiveRun, FunctionRuntime
+from agents.functions import FunctionRuntime
 from agents.manifest import check_manifest
+from agents.marks import Marks
 from agents.router import Router
 from agents.waits import WaitRegistry
 from streams.app import App, Function
+from streams.clock import now_ms
 from streams.core import RetryPolicy
-from streams.event import Event, now_ms
+from streams.event import Event
 from streams.kafka.admin import create_topics, ensure_topics
+from streams.lifecycle import Limits
 from streams.serde import EventCodec
 from streams.serde.internal import RecordCodec
 from streams.settings import Settings
+from streams.topics import SYSTEM_EVENTS, Topics
 
 log = logging.getLogger(__name__)
 
 HISTORY = RecordCodec("steplog.RunHistory")
-SYSTEM_TOPICS = {
-    "completed": ("inngest/function.finished",),
-    "failed": ("inngest/function.finished", "inngest/function.failed"),
-    "cancelled": ("inngest/function.cancelled",),
-}
-#: Step outputs are cut to this many characters in run history records.
-HISTORY_OUTPUT_CHARS = 2000
 
 
-def system_event_id(run_id: str, name: str) -> tuple[str, str]:
-    """(id, internal_id) of a run's system event: derived from the run id, so stable."""
-    try:
-        millis = ULID.from_str(run_id).milliseconds
-    except ValueError:
-        millis = 0
-    digest = hashlib.sha256(f"{run_id}|{name}".encode()).digest()
-    internal = str(ULID.from_int((millis << 80) | int.from_bytes(digest[:10], "big")))
-    return f"{run_id}-{name.rsplit('.', 1)[-1]}", internal
+class Emitter:
+    """Writes what runs emit: events steps send, system events, run history."""
+
+    def __init__(self, codec: EventCodec, events: Any, system: dict[str, Any], history: Any):
+        self.codec = codec
+        self.events = events
+        self.system = system
+        self.history_topic = history
+
+    async def send_event(self, event: Event) -> asyncio.Future[Any]:
+        """An event a step sent (its ids derived from run and step)."""
+        fut: asyncio.Future[Any] = await self.events.send(
+            key=event.key.encode(), value=self.codec.encode(event), force=True
+        )
+        return fut
+
+    async def announce(self, event: Event) -> asyncio.Future[Any]:
+        """A system event, to the topic of its name, keyed by the run id."""
+        run_id = str(event.data["run_id"])
+        fut: asyncio.Future[Any] = await self.system[event.name].send(
+            key=run_id.encode(), value=self.codec.encode(event), force=True
+        )
+        return fut
+
+    def history(self, record: dict[str, Any]) -> None:
+        """The run's latest state, to the compacted run-history topic."""
+        key = str(record["run_id"]).encode()
+        self.history_topic.send_soon(key=key, value=HISTORY.encode(record))
 
 
 class Worker:
-    """Builds the Faust app of one steplog App and holds what its agents share."""
+    """Builds the Faust app of one steplog App and wires its agents."""
 
     def __init__(self, app: App, settings: Settings | None = None) -> None:
         self.app = app
-        self.settings = settings or app.settings
-        self.faust: faust.App = make_faust_app(app.app_id, self.settings)
-        complete_flush_before_commit(self.faust)
+        self.settings = settings = settings or app.settings
+        self.topics = Topics(settings.topic_prefix, app.app_id)
+        self.faust: faust.App = make_faust_app(app.app_id, settings)
         self.cursors = delivery.install(self.faust)
-        self.codec = EventCodec(self.settings)
-        self.topic_config = {"max.message.bytes": str(self.settings.max_record_bytes + 65536)}
+        self.codec = EventCodec(settings)
+        self.topic_config = {"max.message.bytes": str(settings.max_record_bytes + 65536)}
         self.rocksdb_options = dict(ROCKSDB_OPTIONS)
-        self.inline_budget = self.settings.inline_budget_ms / 1000
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="steplog-step")
-        self.slots = asyncio.Semaphore(self.settings.max_active_runs)
-        self.events_topic = self._raw_topic(self.settings.topic("events"))
-        self.system_topics = {
-            name: self._raw_topic(self.settings.topic(name.replace("/", ".")))
-            for names in SYSTEM_TOPICS.values()
-            for name in names
-        }
-        self.history_topic = self._raw_topic(
-            self.settings.topic(f"steplog-{app.app_id}-runs"), compacting=True
+        self.slots = asyncio.Semaphore(settings.max_active_runs)
+        system = {name: self._raw_topic(self.topics.system(name)) for name in SYSTEM_EVENTS}
+        self.emitter = Emitter(
+            self.codec,
+            self._raw_topic(self.topics.events),
+            system,
+            self._raw_topic(self.topics.runs, compacting=True),
         )
-        self.waits = WaitRegistry(self)
-        self.runtimes = {fn.slug: FunctionRuntime(self, fn) for fn in app.functions.values()}
-        for fn in app.functions.values():
+        functions = app.functions
+        #: Every function's journal, by slug (the router, cron, waits and invokes write them).
+        self.journals = {
+            fn.slug: self._raw_topic(self.topics.journal(fn.fn_id)) for fn in functions.values()
+        }
+        self.waits = WaitRegistry(
+            settings, self._raw_topic(self.topics.waits, compacting=True), self.journals
+        )
+        limits = Limits(
+            retention_ms=int(settings.run_retention.total_seconds() * 1000),
+            dedup_window_ms=int(settings.dedup_window.total_seconds() * 1000),
+            sweep_batch=settings.sweep_batch,
+        )
+        self.runtimes = {
+            fn.slug: FunctionRuntime(
+                fn,
+                faust=self.faust,
+                topic=self.journals[fn.slug],
+                table=self.state_table(
+                    f"{fn.fn_id}-state",
+                    self.topics.state_changelog(fn.fn_id),
+                    config=self.topic_config,
+                ),
+                emitter=self.emitter,
+                waits=self.waits,
+                journals=self.journals,
+                functions=functions,
+                slots=self.slots,
+                executor=self.executor,
+                retry=self.retry_policy(fn),
+                limits=limits,
+                inline_budget_s=settings.inline_budget_ms / 1000,
+            )
+            for fn in functions.values()
+        }
+        for fn in functions.values():
             if fn.concurrency:
                 log.warning(
                     "%s: concurrency keys route runs, but limits are not enforced "
                     "by this version of steplog",
                     fn.slug,
                 )
-        self.router = Router(self)
-        self.cron = CronRuntime(self) if cron_functions(app.functions.values()) else None
+        self.router = Router(
+            self.faust,
+            settings,
+            self.topics,
+            codec=self.codec,
+            functions=list(functions.values()),
+            journals=self.journals,
+            system_topics=system,
+            dlq=self._raw_topic(self.topics.dlq),
+            table=self.state_table("router-dedup", self.topics.router_dedup_changelog),
+            waits=self.waits,
+            marks=Marks(settings, self.topics.marks, self.faust, self.cursors),
+        )
+        crons = cron_functions(functions.values())
+        self.cron = (
+            CronRuntime(
+                self.faust,
+                partitions=settings.partitions,
+                functions=crons,
+                journals=self.journals,
+                topic=self._raw_topic(self.topics.cron),
+                table=self.state_table("steplog.cron", self.topics.cron_changelog),
+                clock=app.clock,
+            )
+            if crons
+            else None
+        )
+        outboxes = [runtime.outbox for runtime in self.runtimes.values()]
+        complete_flush_before_commit(self.faust, before=[box.drained for box in outboxes])
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)
         self.faust.task(self._timer_loop)
@@ -120,7 +191,7 @@ class Worker:
             value_type=bytes,
             partitions=settings.partitions,
             changelog_topic=self.faust.topic(
-                settings.topic(changelog),
+                changelog,
                 key_serializer="raw",
                 value_serializer="raw",
                 partitions=settings.partitions,
@@ -132,18 +203,18 @@ class Worker:
 
     def create_topics(self) -> None:
         """Create the app's internal topics (journals, changelogs, history) if missing."""
-        plain, compacted = [], []
-        for runtime in self.runtimes.values():
-            plain.append(runtime.topic.get_topic_name())
-            compacted.append(runtime.table.changelog_topic.get_topic_name())
+        plain = [topic.get_topic_name() for topic in self.journals.values()]
+        compacted = [r.table.changelog_topic.get_topic_name() for r in self.runtimes.values()]
         compacted.append(self.router.table.changelog_topic.get_topic_name())
         if self.cron is not None:
             plain.append(self.cron.topic_name)
             compacted.append(self.cron.table.changelog_topic.get_topic_name())
-        compacted.append(self.history_topic.get_topic_name())
-        compacted.append(self.waits.topic_name)
+        compacted += [self.topics.runs, self.topics.waits]
         create_topics(self.settings, plain)
         create_topics(self.settings, compacted, config={"cleanup.policy": "compact"})
+        create_topics(
+            self.settings, [self.topics.marks], partitions=1, config={"cleanup.policy": "compact"}
+        )
 
     def retry_policy(self, fn: Function) -> RetryPolicy:
         policy = fn.retry_policy
@@ -156,9 +227,7 @@ class Worker:
 
     async def _on_assigned(self, _sender: Any, /, *args: Any, **_: Any) -> None:
         assigned: set[Any] = args[0] if args else _["assigned"]
-        by_topic: dict[str, set[int]] = {}
-        for tp in assigned:
-            by_topic.setdefault(tp.topic, set()).add(tp.partition)
+        by_topic = _by_topic(assigned)
         for runtime in self.runtimes.values():
             parts = by_topic.get(runtime.topic.get_topic_name())
             if parts:
@@ -169,9 +238,7 @@ class Worker:
 
     async def _on_revoked(self, _sender: Any, /, *args: Any, **_: Any) -> None:
         revoked: set[Any] = args[0] if args else _["revoked"]
-        by_topic: dict[str, set[int]] = {}
-        for tp in revoked:
-            by_topic.setdefault(tp.topic, set()).add(tp.partition)
+        by_topic = _by_topic(revoked)
         for runtime in self.runtimes.values():
             parts = by_topic.get(runtime.topic.get_topic_name())
             if parts:
@@ -188,7 +255,6 @@ class Worker:
 
     async def _timer_loop(self) -> None:
         self.waits.start()
-        window = 60_000
         tick = self.settings.timer_tick_ms / 1000
         marks_every = max(int(1.0 / tick), 1)
         n = 0
@@ -197,7 +263,7 @@ class Worker:
             now = now_ms()
             for runtime in self.runtimes.values():
                 try:
-                    await runtime.fire_due(now, window)
+                    await runtime.fire_due(now)
                 except Exception:
                     log.exception("timers of %s failed", runtime.slug)
             if self.cron is not None:
@@ -209,81 +275,12 @@ class Worker:
             if n % marks_every == 0:
                 await self.router.publish_marks()
 
-    # --- what runs emit ------------------------------------------------------------
 
-    async def send_event(self, event: Event) -> None:
-        """Write an event a step sent (ids already derived from run + step)."""
-        await self.events_topic.send(key=event.key.encode(), value=self.codec.encode(event))
-
-    async def system_events(
-        self,
-        function_id: str,
-        run: ActiveRun,
-        status: str,
-        *,
-        result: Any = None,
-        error: dict[str, Any] | None = None,
-    ) -> None:
-        """Hand the run's system events to the producer (not deferred to a commit)."""
-        trigger = run.state["event"]
-        data = {
-            "function_id": function_id,
-            "run_id": run.run_id,
-            "event": trigger,
-            "events": [trigger],
-            "error": error,
-            "result": result,
-            "_inngest": {"status": status},
-        }
-        for name in SYSTEM_TOPICS[status]:
-            event_id, internal_id = system_event_id(run.run_id, name)
-            event = Event(
-                name=name,
-                data=data,
-                id=event_id,
-                internal_id=internal_id,
-                ts=run.state.get("ended_ms") or now_ms(),
-            )
-            # force: never deferred to the agent's commit, even if
-            # stream_publish_on_commit is turned on
-            await self.system_topics[name].send(
-                key=run.run_id.encode(), value=self.codec.encode(event), force=True
-            )
-
-    def history(
-        self,
-        run: ActiveRun,
-        function_id: str,
-        *,
-        result: Any = None,
-        error: dict[str, Any] | None = None,
-    ) -> None:
-        """Publish the run's latest state to the compacted run-history topic."""
-        steps = []
-        for memo in run.memos.values():
-            item = memo.to_dict()
-            out = json.dumps(item.pop("output"), separators=(",", ":"))
-            item["output"] = (
-                out if len(out) <= HISTORY_OUTPUT_CHARS else (out[:HISTORY_OUTPUT_CHARS] + "…")
-            )
-            steps.append(item)
-        body = {
-            "event": run.state.get("event"),
-            "attempt": run.state.get("attempt", 0),
-            "started_ms": run.state.get("started_ms"),
-            "ended_ms": run.state.get("ended_ms"),
-            "steps": steps,
-            "result": result,
-            "error": error,
-        }
-        record = {
-            "run_id": run.run_id,
-            "function_id": function_id,
-            "status": run.state["status"],
-            "updated_ms": now_ms(),
-            "body": json.dumps(body, separators=(",", ":"), default=str),
-        }
-        self.history_topic.send_soon(key=run.run_id.encode(), value=HISTORY.encode(record))
+def _by_topic(tps: set[Any]) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for tp in tps:
+        out.setdefault(tp.topic, set()).add(tp.partition)
+    return out
 
 
 def prepare(app: App, settings: Settings) -> Worker:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -24,13 +23,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.functions import RUN_RECORDS  # noqa: E402
 from agents.store import STATE  # noqa: E402
-from agents.worker import HISTORY, system_event_id  # noqa: E402
+from agents.worker import HISTORY  # noqa: E402
 from bench.apps.noop import app  # noqa: E402
 from streams.client import Client  # noqa: E402
+from streams.clock import now_ms  # noqa: E402
 from streams.core import RunInput  # noqa: E402
-from streams.event import Event, now_ms  # noqa: E402
+from streams.event import Event  # noqa: E402
+from streams.lifecycle import records  # noqa: E402
+from streams.lifecycle.state import RunStatus  # noqa: E402
+from streams.lifecycle.system import history_record, system_events  # noqa: E402
 from streams.routing import DedupEntry, route  # noqa: E402
 from streams.serde import EventCodec, ensure_accepted  # noqa: E402
 from streams.settings import Settings  # noqa: E402
@@ -99,12 +101,12 @@ def main() -> None:
     decision = route(event, functions, None, epoch=0, now_ms=now, window_ms=86_400_000)
     start = decision.starts[0]
     rows.append(("router", "event.model_dump() for the start record", timeit(event.model_dump, n)))
-    body = {"event": event.model_dump(), "idempotency": None}
+    start_record = records.Start(start.run_id, event.model_dump())
     rows.append(
         (
             "router",
-            "RUN_RECORDS.encode(start)",
-            timeit(lambda: RUN_RECORDS.encode("start", body, run_id=start.run_id, at_ms=now), n),
+            "records.encode(Start)",
+            timeit(lambda: records.encode(start_record, now), n),
         )
     )
     assert decision.dedup is not None
@@ -118,11 +120,9 @@ def main() -> None:
     )
 
     # --- the function agent -------------------------------------------------------
-    start_rec = RUN_RECORDS.encode("start", body, run_id=start.run_id, at_ms=now)
-    rows.append(
-        ("agent", "RUN_RECORDS.decode(start)", timeit(lambda: RUN_RECORDS.decode(start_rec), n))
-    )
-    dumped = body["event"]
+    start_rec = records.encode(start_record, now)
+    rows.append(("agent", "records.decode(Start)", timeit(lambda: records.decode(start_rec), n)))
+    dumped = start_record.event
     rows.append(
         (
             "agent",
@@ -158,22 +158,13 @@ def main() -> None:
     )
 
     def system_event() -> bytes:
-        data = {
-            "function_id": fn.slug,
-            "run_id": start.run_id,
-            "event": dumped,
-            "events": [dumped],
-            "error": None,
-            "result": 4,
-            "_inngest": {"status": "completed"},
-        }
-        event_id, internal_id = system_event_id(start.run_id, "inngest/function.finished")
-        ev = Event(
-            name="inngest/function.finished",
-            data=data,
-            id=event_id,
-            internal_id=internal_id,
-            ts=now,
+        (ev,) = system_events(
+            function_id=fn.slug,
+            run_id=start.run_id,
+            status=RunStatus.COMPLETED,
+            trigger=dumped,
+            ended_ms=now,
+            result=4,
         )
         return codec.encode(ev)
 
@@ -182,22 +173,18 @@ def main() -> None:
     )
 
     def history() -> bytes:
-        body = {
-            "event": dumped,
-            "attempt": 0,
-            "started_ms": now,
-            "ended_ms": now,
-            "steps": [{"step_id": f"s{i}", "output": str(i)} for i in range(3)],
-            "result": 4,
-            "error": None,
-        }
-        record = {
-            "run_id": start.run_id,
-            "function_id": fn.slug,
-            "status": "completed",
-            "updated_ms": now,
-            "body": json.dumps(body, separators=(",", ":"), default=str),
-        }
+        record = history_record(
+            run_id=start.run_id,
+            function_id=fn.slug,
+            status=RunStatus.COMPLETED,
+            event=dumped,
+            attempt=0,
+            started_ms=now,
+            ended_ms=now,
+            memos=[],
+            updated_ms=now,
+            result=4,
+        )
         return HISTORY.encode(record)
 
     rows.append(("agent", "run history record: json + Avro", timeit(history, n // 2)))

@@ -15,7 +15,7 @@ process as load generator and watcher:
   create    N events sent at once; creation rate from the runs' ``sleeping`` records
             in the run-history topic; CPU per run created
   asleep    RSS and objects with N runs asleep: bytes per sleeping run, coroutines,
-            ActiveRuns, free slots (a sleeping run should hold none)
+            LiveRuns, free slots (a sleeping run should hold none)
   wake      lateness p50/p90/p99/max overall and per minute of the window, CPU; and
             where it goes: due -> the timer loop wrote the ``wake`` record (its Kafka
             timestamp, read from the function's journal topic) -> the step started
@@ -114,7 +114,7 @@ def objects_text(rep: dict[str, Any]) -> str:
     return (
         f"RSS {mib(rep['rss'] / 2**20)}, python blocks {rep['allocated_blocks']:,}, "
         f"coroutines {objs.get('coroutine')}, tasks {objs.get('Task')}, "
-        f"RunDrivers {objs.get('RunDriver')}, ActiveRuns {objs.get('ActiveRun')}, "
+        f"RunDrivers {objs.get('RunDriver')}, LiveRuns {objs.get('LiveRun')}, "
         f"Events {objs.get('Event')} (recent events kept {rep.get('recent_events')}), "
         f"free slots {rep.get('free_slots')}/{rep.get('max_active_runs')}, "
         f"active runs {rep.get('active_runs')}, timers in heaps {rep.get('timer_heap')}, "

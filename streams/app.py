@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from streams.core.clock import Clock
+from streams.clock import Clock, SystemClock
 from streams.core.context import Context
 from streams.core.execution import RunDriver, RunInput
 from streams.core.memo import Memo
@@ -229,12 +229,19 @@ def _key_string(value: Any) -> str | None:
 
 
 class App:
-    """A set of functions deployed together; ``app_id`` names it everywhere."""
+    """A set of functions deployed together; ``app_id`` names it everywhere.
 
-    def __init__(self, app_id: str, *, settings: Settings | None = None) -> None:
+    ``clock`` is the time cron schedules follow (the system clock by default; a
+    test may pass one that runs faster).
+    """
+
+    def __init__(
+        self, app_id: str, *, settings: Settings | None = None, clock: Clock | None = None
+    ) -> None:
         if not isinstance(app_id, str) or not _SLUG.match(app_id):
             raise ConfigError(f"app id {app_id!r} is not a slug: {_SLUG_HELP}")
         self.app_id = app_id
+        self.clock: Clock = clock or SystemClock()
         self._settings = settings
         self.functions: dict[str, Function] = {}
         self._client: _Sender | None = None

@@ -32,8 +32,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from streams.clock import now_ms
 from streams.errors import EventValidationError, KafkaUnavailableError
-from streams.event import Event, accept, accept_fields, now_ms, parse_event
+from streams.event import Event, accept, accept_fields, parse_event
 from streams.ids import new_ulids
 from streams.serde import EventCodec
 from streams.settings import Settings

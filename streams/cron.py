@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from streams.event import Event
-from streams.ids import ulid_from_int
+from streams.ids import derived_ulid
 from streams.options import TriggerCron
 from streams.routing import Routable, Start
 
@@ -92,14 +92,9 @@ def rfc3339(ms: int, *, millis: bool = False) -> str:
     return text.replace("+00:00", "Z")
 
 
-def _ulid(tick_ms: int, *parts: str) -> str:
-    digest = hashlib.sha256("|".join(parts).encode()).digest()
-    return ulid_from_int((max(tick_ms, 0) << 80) | int.from_bytes(digest[:10], "big"))
-
-
 def tick_run_id(function: str, tick_ms: int) -> str:
     """The run id of ``function``'s run for one tick: a ULID whose time is the tick."""
-    return _ulid(tick_ms, "cron", function, str(tick_ms))
+    return derived_ulid(tick_ms, "cron", function, str(tick_ms))
 
 
 def scheduled_event(trigger: TriggerCron, function: str, tick_ms: int, fired_ms: int) -> Event:
@@ -114,7 +109,7 @@ def scheduled_event(trigger: TriggerCron, function: str, tick_ms: int, fired_ms:
         },
         id=scheduled,
         ts=fired_ms,
-        internal_id=_ulid(tick_ms, "cron-event", function, str(tick_ms)),
+        internal_id=derived_ulid(tick_ms, "cron-event", function, str(tick_ms)),
     )
 
 

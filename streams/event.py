@@ -18,12 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import time
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from streams.clock import now_ms
 from streams.errors import EventValidationError
 from streams.ids import new_ulid, ulids_with_randomness
 
@@ -35,10 +35,6 @@ MIN_TS_MS = 315_532_800_000
 MAX_TS_MS = 4_102_444_800_000
 #: How far ahead a ``ts`` may schedule delivery.
 MAX_FUTURE_MS = 366 * 24 * 3600 * 1000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Event(BaseModel):

@@ -14,6 +14,7 @@ of a batch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 
@@ -32,6 +33,30 @@ def ulid_from_int(value: int) -> str:
     for shift in range(120, -10, -10):
         out.append(_PAIRS[(value >> shift) & 0x3FF])
     return "".join(out)
+
+
+def ulid_millis(text: str) -> int:
+    """The time part (ms since the epoch) of a ULID's text; 0 if it is not a ULID."""
+    if len(text) != 26:
+        return 0
+    value = 0
+    for char in text[:10].upper():
+        digit = _ALPHABET.find(char)
+        if digit < 0:
+            return 0
+        value = value * 32 + digit
+    return value
+
+
+def derived_ulid(millis: int, *parts: str) -> str:
+    """A ULID of ``millis`` whose 80 random bits are a hash of ``parts``.
+
+    The same parts give the same id, so a record that a retry, a replay or a
+    restart produces again carries the id it had the first time: run ids from the
+    event and function, ids of events a step sends, of system events, of cron ticks.
+    """
+    digest = hashlib.sha256("|".join(parts).encode()).digest()
+    return ulid_from_int((max(millis, 0) << 80) | int.from_bytes(digest[:10], "big"))
 
 
 def new_ulid(millis: int) -> str:

@@ -17,14 +17,12 @@ make that safe to repeat:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ulid import ULID
-
 from streams.event import Event
+from streams.ids import derived_ulid, ulid_millis
 
 
 class Routable(Protocol):
@@ -42,13 +40,7 @@ class Routable(Protocol):
 
 def run_id(internal_id: str, function: str, epoch: int = 0) -> str:
     """The deterministic run id of ``function``'s run for one accepted event."""
-    try:
-        millis = ULID.from_str(internal_id).milliseconds
-    except ValueError:
-        millis = 0
-    digest = hashlib.sha256(f"{internal_id}|{function}|{epoch}".encode()).digest()
-    randomness = int.from_bytes(digest[:10], "big")
-    return str(ULID.from_int((millis << 80) | randomness))
+    return derived_ulid(ulid_millis(internal_id), internal_id, function, str(epoch))
 
 
 @dataclass

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     run_retention: timedelta = timedelta(days=7)
     #: How long event ids and idempotency keys deduplicate.
     dedup_window: timedelta = timedelta(hours=24)
+    #: Run states a retention sweep looks at per journal record (it goes on in another).
+    sweep_batch: int = Field(default=500, ge=1)
 
     # --- Workers -------------------------------------------------------------------
     #: How long an agent keeps applying a run's effects inline before it detaches

@@ -11,7 +11,7 @@
         assert result.step("reserve-inventory").output == [...]
 
 The runner drives the same execution core as the workers: it keeps memos in a
-dict, applies effects in order, moves a :class:`~streams.core.clock.ManualClock`
+dict, applies effects in order, moves a :class:`~streams.clock.ManualClock`
 to each retry time (so retries take no real time) and starts a new activation
 until the run completes or fails. ``always_replay=True`` re-executes the
 function from the top after every step, as a restart would, and raises
@@ -29,7 +29,7 @@ from typing import Any, Literal
 from ulid import ULID
 
 from streams.app import Function, Handler
-from streams.core.clock import Clock, ManualClock
+from streams.clock import Clock, ManualClock
 from streams.core.effects import (
     Effect,
     ErrorInfo,

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.functions import RUN_RECORDS
 from agents.store import STATE
 from streams import Client
 from streams.event import Event
+from streams.lifecycle.records import ENVELOPE as RUN_RECORDS
 from streams.routing import run_id as derived_run_id
 from streams.settings import Settings
 from tests.worker_harness import (

@@ -11,10 +11,10 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agents.functions import RUN_RECORDS
 from agents.store import STATE
 from streams import Client
 from streams.event import Event
+from streams.lifecycle.records import ENVELOPE as RUN_RECORDS
 from streams.routing import run_id as derived_run_id
 from streams.settings import Settings
 from tests.worker_harness import (

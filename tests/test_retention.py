@@ -8,11 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
-from agents.store import STATE
 from streams import Client
-from streams.kafka.admin import create_topics
 from streams.settings import Settings
 from tests.worker_harness import Watch, WorkerProc, finished, read_all, wait_until
 
@@ -145,60 +142,18 @@ def check_run_state_deleted(settings: Settings, app_id: str, fn_id: str, run_id:
         assert {k[:1] for k in keys} >= {b"r", b"a", b"m"}, keys
 
 
-def test_dedup_entries_of_the_layout_before_generations_still_dedup_and_expire(
-    settings: Settings, watch: Watch, app_id: str, tmp_path: Path
-) -> None:
-    """A dedup table written before generations (``d<id>`` + ``x<due>|<id>``) keeps
-    deduplicating its ids, and its keys are deleted when their window is over."""
-    # first seen "in 10 s": still inside its window when the worker (started after
-    # these records, to restore them) routes the event; due 10 s + the window from now
-    seen = int(time.time() * 1000) + 10_000
-    topic = settings.topic(f"steplog-{app_id}-router-dedup-changelog")
-    create_topics(settings, [topic], config={"cleanup.policy": "compact"})
-    entry = {"internal_id": "01J00000000000000000000000", "epoch": 0, "first_seen_ms": seen}
-    entry["functions"] = [f"{app_id}-send-welcome-email"]
-    due = seen + WINDOW_S * 1000
-    producer = Producer(settings.producer_config())
-    expiry_key = b"x%013d|legacy-1" % due
-    for p in range(settings.partitions):  # wherever the event lands, its entry is there
-        producer.produce(topic, STATE.encode("dedup", entry), b"dlegacy-1", partition=p)
-        producer.produce(topic, STATE.encode("dedup", {}), expiry_key, partition=p)
-    assert producer.flush(10) == 0
-    proc = patterns_worker(settings, app_id, tmp_path)
-    try:
-        welcome = finished(f"{app_id}-send-welcome-email")
-        with Client(settings) as client:
-            client.send({"name": "app/auth.sign-up", "id": "legacy-1", "data": {"email": "a@x"}})
-            client.send({"name": "app/auth.sign-up", "id": "other-1", "data": {"email": "b@x"}})
-            watch.wait_for(welcome, timeout=30)  # other-1's run
-
-            def legacy_deleted() -> bool:  # records routed on the partition do that work
-                client.send({"name": "app/auth.sign-up", "id": "legacy-1", "data": {}})
-                latest = {(m.partition(), m.key()): m.value() for m in read_all(settings, topic)}
-                return any(
-                    latest[(p, expiry_key)] is None and latest[(p, b"dlegacy-1")] is None
-                    for p in range(settings.partitions)
-                )
-
-            wait_until(legacy_deleted, (due - time.time() * 1000) / 1000 + 15, "their deletion")
-        # legacy-1 inside the window started no run (the later ones carry no email)
-        emails = [e.data["event"]["data"].get("email") for e in watch.matching(welcome)]
-        assert "a@x" not in emails and "b@x" in emails
-    finally:
-        proc.kill()
-
-
 def test_the_sweep_deletes_every_finished_run_of_a_partition_a_record_at_a_time(
     settings: Settings, watch: Watch, app_id: str, tmp_path: Path
 ) -> None:
     """Five runs on one partition (one concurrency key); each sweep record looks at one
-    run state (tests.apps.sweep), so the sweep goes on in a record of its own each time."""
+    run state (STEPLOG_SWEEP_BATCH=1), so the sweep goes on in a record of its own each time."""
     proc = WorkerProc(
         settings,
         "tests.apps.sweep:app",
         app_id,
         tmp_path / "w1",
         STEPLOG_RUN_RETENTION=f"PT{RETENTION_S}S",
+        STEPLOG_SWEEP_BATCH="1",
     ).start()
     try:
         with Client(settings) as client:

@@ -4,7 +4,7 @@ A bench app module calls :func:`serve` at import; when ``BENCH_PROBE_DIR`` is se
 a daemon thread in the worker process waits for ``<dir>/request-<n>`` files and
 answers each with ``<dir>/report-<n>.json``: the process's RSS, Python's allocated
 blocks, live objects by type after a ``gc.collect()`` (coroutines, asyncio tasks,
-run drivers, ActiveRuns), and, read off the worker object found through the garbage
+run drivers, LiveRuns), and, read off the worker object found through the garbage
 collector, the free run slots, runs active in memory, timers in the in-memory
 heaps, pending waits in the wait index, and the RocksDB memory of its tables
 (memtables, block cache, table readers: RocksDB properties, summed over the
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 #: Object types counted in a report (by ``type.__qualname__``).
-COUNTED = ("coroutine", "Task", "RunDriver", "ActiveRun", "Wait", "Event", "Future")
+COUNTED = ("coroutine", "Task", "RunDriver", "LiveRun", "Wait", "Event", "Future")
 
 
 def rss_bytes(pid: int | str = "self") -> int:
@@ -74,9 +74,12 @@ def report(*, lite: bool = False) -> dict[str, Any]:
         slots = worker.slots
         out["free_slots"] = getattr(slots, "_value", None)
         out["max_active_runs"] = worker.settings.max_active_runs
-        out["active_runs"] = {slug: len(rt.active) for slug, rt in worker.runtimes.items()}
+        out["active_runs"] = {
+            slug: sum(len(life.active) for life in rt.parts.values())
+            for slug, rt in worker.runtimes.items()
+        }
         out["timer_heap"] = {
-            slug: sum(len(t.heap) for t in rt.timers.values())
+            slug: sum(len(life.timers.heap) for life in rt.parts.values())
             for slug, rt in worker.runtimes.items()
         }
         out["rocksdb"] = _rocksdb_memory(worker)

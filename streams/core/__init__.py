@@ -8,7 +8,7 @@ durable, and start a new activation when a suspended run is due. See
 ``docs/execution.md``.
 """
 
-from streams.core.clock import Clock, ManualClock, SystemClock
+from streams.clock import Clock, ManualClock, SystemClock
 from streams.core.context import Context, Group, Step
 from streams.core.effects import (
     Effect,

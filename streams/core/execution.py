@@ -25,7 +25,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from streams.core.clock import Clock, SystemClock
+from streams.clock import Clock, SystemClock
 from streams.core.context import Context, Group, Step
 from streams.core.effects import (
     Effect,

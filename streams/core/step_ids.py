@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from ulid import ULID
+from streams.ids import derived_ulid, ulid_millis
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +60,4 @@ def sent_event_id(run_id: str, step_id: str, index: int) -> str:
     the router drops the duplicates. The time part is the run id's (run ids are
     ULIDs); the rest is a hash of run id, step id and index.
     """
-    try:
-        millis = ULID.from_str(run_id).milliseconds
-    except ValueError:
-        millis = 0
-    digest = hashlib.sha256(f"{run_id}|{step_id}|{index}".encode()).digest()
-    return str(ULID.from_int((millis << 80) | int.from_bytes(digest[:10], "big")))
+    return derived_ulid(ulid_millis(run_id), run_id, step_id, str(index))

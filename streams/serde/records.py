@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 
 from ulid import ULID
 
-from streams.event import MAX_ID_LENGTH, Event, accept, now_ms
+from streams.clock import now_ms
+from streams.event import MAX_ID_LENGTH, Event, accept
 
 #: Dead-letter header names (values are UTF-8 text).
 H_ERROR = "steplog.error"

@@ -1,9 +1,9 @@
 """Cron functions for tests/test_cron.py, on a clock that runs faster than real time.
 
 ``TEST_CRON_SPEED`` (e.g. 60: a minute per second) and ``TEST_CRON_ANCHOR_MS`` (a
-real time, the same for every worker of a test) install a :class:`ScaledClock`
-into ``agents.cron``, so ``* * * * *`` ticks every second and every worker
-process, including restarted ones, agrees on the virtual time.
+real time, the same for every worker of a test) give the app a :class:`ScaledClock`,
+so ``* * * * *`` ticks every second and every worker process, including restarted
+ones, agrees on the virtual time.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-from agents import cron
 from streams import App, Context, Event, TriggerCron, TriggerEvent
 
 APP_ID = os.environ.get("TEST_APP_ID", "cron")
@@ -37,10 +36,11 @@ class ScaledClock:
         await asyncio.sleep(seconds / self.speed)
 
 
-if os.environ.get("TEST_CRON_SPEED"):
-    cron.use_clock(
-        ScaledClock(int(os.environ["TEST_CRON_ANCHOR_MS"]), float(os.environ["TEST_CRON_SPEED"]))
-    )
+CLOCK = (
+    ScaledClock(int(os.environ["TEST_CRON_ANCHOR_MS"]), float(os.environ["TEST_CRON_SPEED"]))
+    if os.environ.get("TEST_CRON_SPEED")
+    else None
+)
 
 
 def record(line: str) -> None:
@@ -49,7 +49,7 @@ def record(line: str) -> None:
 
 
 # --- Minutely schedules ---------------------------------------------------------------
-app = App(APP_ID)
+app = App(APP_ID, clock=CLOCK)
 
 
 @app.function(fn_id="every-minute", trigger=TriggerCron(cron="* * * * *"))
@@ -68,7 +68,7 @@ async def mixed(ctx: Context) -> dict[str, str]:
 
 
 # --- Hourly batch (seed pattern "Batch Processing") -----------------------------------
-batch_app = App(APP_ID)
+batch_app = App(APP_ID, clock=CLOCK)
 
 
 def fetch_pending() -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PURE_MODULES = [
     "streams.core",
-    "streams.core.clock",
+    "streams.clock",
     "streams.core.context",
     "streams.core.effects",
     "streams.core.execution",

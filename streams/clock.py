@@ -1,10 +1,19 @@
-"""Time, injected: the system clock in production, a manual one in tests."""
+"""Time, injected: the system clock in production, a manual one in tests.
+
+Everything in steplog that reads the time reads it here: :func:`now_ms` (the wall
+clock in ms since the epoch), or a :class:`Clock` passed in, so tests can move it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from typing import Protocol
+
+
+def now_ms() -> int:
+    """The wall clock in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
 
 
 class Clock(Protocol):
@@ -19,7 +28,7 @@ class SystemClock:
     """The real clock: ``time.time()`` and ``asyncio.sleep``."""
 
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return now_ms()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -1,0 +1,685 @@
+"""The lifecycle of a function's runs on one partition: every decision about a run.
+
+:class:`PartitionLifecycle` is a state machine without I/O. It is fed the records
+of the function's journal (:mod:`streams.lifecycle.records`), the effects of the
+run activations the edge executes (:mod:`streams.core.effects`), and the time;
+it reads and writes the partition's state through a
+:class:`~streams.lifecycle.store.RunStore` and answers with :data:`Command` s for
+the edge to carry out (start an activation, send an event, announce a run's end,
+write to a journal, register a wait ...). The edge - a Faust agent in the
+workers, an in-memory loop in ``streams.testing`` - decodes, hands over and
+applies; it decides nothing.
+
+The edge's one obligation, which makes crashes safe: the state writes made while
+one record is handled (with the inline work it triggers) become durable only
+after every command that record produced has been delivered. Then a crash before
+that leaves the record to be handled again (its offset was not committed) against
+the state from before it, and whatever it announced is announced again with the
+same ids, never lost. See docs/runtime.md "Guarantees".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from streams.core.effects import (
+    Effect,
+    ErrorInfo,
+    EventsSent,
+    RunCompleted,
+    RunFailed,
+    RunSuspended,
+    StepCompleted,
+    StepFailed,
+    StepWaiting,
+)
+from streams.core.memo import Memo, apply_effect, completion
+from streams.core.step_ids import sent_event_id
+from streams.durations import to_ms
+from streams.event import Event, accept
+from streams.expressions import event_vars
+from streams.ids import time_prefix
+from streams.lifecycle import state as keys
+from streams.lifecycle.records import (
+    Cancel,
+    EffectRecord,
+    Invoker,
+    Record,
+    Resolve,
+    Resume,
+    Start,
+    Sweep,
+    Tick,
+    Wake,
+)
+from streams.lifecycle.state import SUSPENDED_AS, RunState, RunStatus
+from streams.lifecycle.store import RunStore
+from streams.lifecycle.system import CANCELLED_ERROR, history_record, system_events
+from streams.lifecycle.timers import PREFIX as TIMER_PREFIX
+from streams.lifecycle.timers import PartitionTimers, TimerKind, due_prefix, timer_key
+from streams.waits import Wait, accepted_ms, index_hint, trigger_for
+
+if TYPE_CHECKING:
+    from streams.app import Function
+
+log = logging.getLogger(__name__)
+
+#: How long a Cancel rule without a timeout listens (its run ends it sooner).
+CANCEL_HORIZON_MS = 366 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The lifecycle's settings (``streams.Settings`` gives them in the workers)."""
+
+    #: Finished runs are forgotten this long after they ended.
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    #: An idempotency key holds for this long.
+    dedup_window_ms: int = 24 * 3600 * 1000
+    #: Run states looked at per ``sweep`` record (the rest in another record).
+    sweep_batch: int = 500
+    #: Timers due within this window are kept in memory.
+    timer_window_ms: int = 60_000
+
+    @property
+    def sweep_every_ms(self) -> int:
+        """How often a partition is swept: an eighth of the retention, at most a minute."""
+        return min(max(self.retention_ms // 8, 100), 60_000)
+
+
+@dataclass(eq=False)
+class LiveRun:
+    """A run this partition is executing (in :attr:`PartitionLifecycle.active`), or
+    a stand-in for one that is not in memory, to apply a record to it.
+
+    ``unwritten`` holds memos made inline and not written yet: a run that ends
+    within its inline burst never writes them. ``driver`` and ``forwarder`` are the
+    edge's handles on the activation; the lifecycle only stores them.
+    """
+
+    run_id: str
+    state: RunState
+    memos: dict[str, Memo] = field(default_factory=dict)
+    unwritten: list[Memo] = field(default_factory=list)
+    detached: bool = False
+    #: A waiting step completed from outside while this activation ran: when it
+    #: suspends, it wakes again at once instead of at its timer.
+    woken: bool = False
+    driver: Any = None
+    forwarder: Any = None
+
+
+# --- Commands: what the edge carries out ----------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Activate:
+    """Execute ``run`` (from the top, against ``run.memos``) and feed its effects back."""
+
+    run: LiveRun
+
+
+@dataclass(frozen=True, eq=False)
+class Release:
+    """``run`` left memory; ``stop``: its activation is still going, stop it."""
+
+    run: LiveRun
+    stop: bool
+
+
+@dataclass(frozen=True)
+class SendEvent:
+    """Write an event a step sent to ``events``."""
+
+    event: Event
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Write a system event to its topic."""
+
+    event: Event
+
+
+@dataclass(frozen=True)
+class Journal:
+    """Write ``record`` to ``function``'s journal, keyed ``key`` (on ``partition``)."""
+
+    function: str
+    key: str
+    record: Record
+    partition: int | None = None
+
+
+@dataclass(frozen=True)
+class Register:
+    wait: Wait
+
+
+@dataclass(frozen=True)
+class Unregister:
+    key: str
+
+
+@dataclass(frozen=True)
+class History:
+    """Publish the run's latest state to the run history."""
+
+    record: dict[str, Any]
+
+
+Command = Activate | Release | SendEvent | Announce | Journal | Register | Unregister | History
+
+
+class PartitionLifecycle:
+    """The runs of one function on one partition (see the module docstring).
+
+    ``functions`` are the app's functions by slug (what ``step.invoke`` may start).
+    """
+
+    def __init__(
+        self,
+        fn: Function,
+        partition: int,
+        store: RunStore,
+        *,
+        functions: Mapping[str, Function],
+        limits: Limits | None = None,
+    ) -> None:
+        self.fn = fn
+        self.slug = fn.slug
+        self.partition = partition
+        self.store = store
+        self.functions = functions
+        self.limits = limits or Limits()
+        self.active: dict[str, LiveRun] = {}
+        self.timers = PartitionTimers()
+        #: Set by the first ``resume`` record: earlier records of the partition are
+        #: applied, its timers may fire.
+        self.ready = False
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def handle(self, record: Record, key: str, now: int) -> list[Command]:
+        """Apply one journal record (``key``: its Kafka key, the run's routing key)."""
+        if isinstance(record, Start):
+            return self._start(record, key, now)
+        if isinstance(record, EffectRecord):
+            run = self.active.get(record.run_id) or self._stub(record.run_id)
+            if run is None:
+                return []  # the run ended already (a repeated effect)
+            return self.apply(run, record.effect, now, journaled=True)
+        if isinstance(record, Wake):
+            return self._wake(record, now)
+        if isinstance(record, Resolve):
+            return self._resolve(record, now)
+        if isinstance(record, Cancel):
+            return self._cancel(record.run_id, record.reason, now)
+        if isinstance(record, Resume):
+            return self._resume()
+        if isinstance(record, Sweep):
+            return self._sweep(record.start, now)
+        if isinstance(record, Tick):
+            log.warning("%s[%s]: a cron tick on a function journal", self.slug, self.partition)
+        return []
+
+    def apply(
+        self, run: LiveRun, effect: Effect, now: int, *, journaled: bool = False
+    ) -> list[Command]:
+        """Apply an effect of ``run``'s activation: inline, or read back from the journal."""
+        if not journaled and not self.is_live(run):
+            return []  # the activation was cancelled or revoked; its effects are void
+        out: list[Command] = []
+        if isinstance(effect, StepCompleted | StepFailed | StepWaiting):
+            memo = apply_effect(run.memos, effect)
+            if memo is not None:
+                if journaled:
+                    self._write_memo(run.run_id, memo)
+                else:
+                    run.unwritten.append(memo)
+            if isinstance(effect, StepWaiting):
+                out += self._set_up_waiting(run, effect)
+            elif effect.op == "wait":
+                out.append(Unregister(f"{run.run_id}|{effect.step_id}"))
+        elif isinstance(effect, EventsSent):
+            out += [SendEvent(sent) for sent in effect.events]
+        elif isinstance(effect, RunCompleted):
+            out += self._finish(run, RunStatus.COMPLETED, now, result=effect.result)
+        elif isinstance(effect, RunFailed):
+            if effect.retry_at_ms is None:
+                out += self._finish(run, RunStatus.FAILED, now, error=effect.error.to_dict())
+            else:
+                run.state.attempt = effect.attempt + 1
+                out += self._suspend(run, effect.retry_at_ms, "retry", now)
+        elif isinstance(effect, RunSuspended):
+            wake = now if effect.reason == "replay" else effect.wake_at_ms
+            out += self._suspend(run, wake, effect.reason, now)
+        return out
+
+    def detach(self, run: LiveRun) -> None:
+        """``run`` outlives its inline burst: persist it; later effects come by journal."""
+        self._persist(run, active=True)
+        run.detached = True
+
+    def abandon(self, run: LiveRun) -> list[Command]:
+        """``run``'s activation stopped without an outcome: persist it as active, so the
+        next resume of the partition runs it again from its memos, and let it go."""
+        self._persist(run, active=True)
+        return self._release(run, stop=True)
+
+    def fire_due(self, now: int) -> list[Command]:
+        """Wake-ups (and a retention sweep) that are due: records for the journal."""
+        if not self.ready:
+            return []
+        timers = self.timers
+        window = self.limits.timer_window_ms
+        if timers.needs_loading(now, window):
+            until = now + window
+            found = self.store.scan_keys(
+                TIMER_PREFIX, due_prefix(until + 1), start=due_prefix(timers.loaded_until_ms + 1)
+            )
+            timers.load(list(found), until)
+        out: list[Command] = []
+        if now >= timers.next_sweep_ms:
+            timers.next_sweep_ms = now + self.limits.sweep_every_ms
+            out.append(Journal(self.slug, "", Sweep(), self.partition))
+        for tkey in timers.pop_due(now):
+            body = self.store.get(tkey)
+            if body is None:
+                timers.applied(tkey)
+                continue
+            wake = Wake(str(body["run_id"]), tkey.decode())
+            out.append(Journal(self.slug, str(body["key"]), wake, self.partition))
+        return out
+
+    def revoke(self) -> list[Command]:
+        """The partition went to another worker (or this one stops): drop its runs."""
+        out: list[Command] = [Release(run, stop=True) for run in self.active.values()]
+        self.active.clear()
+        return out
+
+    def is_live(self, run: LiveRun) -> bool:
+        return self.active.get(run.run_id) is run
+
+    # --- starting and activating runs -----------------------------------------------
+
+    def _start(self, rec: Start, key: str, now: int) -> list[Command]:
+        run_id = rec.run_id
+        if run_id in self.active or self.store.get(keys.run_key(run_id)) is not None:
+            return []  # a repeated start: the run exists already
+        if rec.idempotency is not None and not self._claim(run_id, rec.idempotency, key, now):
+            return []
+        state = RunState(
+            function_id=self.slug,
+            key=key,
+            status=RunStatus.RUNNING,
+            started_ms=now,
+            event=rec.event,
+            invoker=rec.invoker,
+        )
+        event = Event.model_validate(rec.event)
+        not_before = rec.not_before or 0
+        timeouts = self.fn.timeouts
+        if timeouts is not None and timeouts.start is not None:
+            waited = now - max(accepted_ms(event), not_before)
+            if waited > to_ms(timeouts.start):
+                log.info("run %s of %s: not started within its start timeout", run_id, self.slug)
+                return self._finish(
+                    LiveRun(run_id, state), RunStatus.CANCELLED, now, error=CANCELLED_ERROR
+                )
+        out = self._listen_for_cancels(run_id, key, event, now)
+        if timeouts is not None and timeouts.finish is not None:
+            due = max(now, not_before) + to_ms(timeouts.finish)
+            self._set_timer(due, run_id, TimerKind.TIMEOUT, key)
+        if not_before > now:
+            # An event with a future ts: the run exists now (dedup) and starts then.
+            state.status = RunStatus.SCHEDULED
+            state.persisted = True
+            self.store.put(keys.run_key(run_id), "run", state.to_dict())
+            self._set_timer(not_before, run_id, TimerKind.WAKE, key)
+            return out
+        return out + self._activate(LiveRun(run_id, state))
+
+    def _listen_for_cancels(self, run_id: str, key: str, event: Event, now: int) -> list[Command]:
+        """Register the function's Cancel rules for this run."""
+        trigger = event_vars(event)
+        since = accepted_ms(event)
+        out: list[Command] = []
+        for i, rule in enumerate(self.fn.cancel):
+            horizon = to_ms(rule.timeout) if rule.timeout is not None else CANCEL_HORIZON_MS
+            wait = Wait(
+                function=self.slug,
+                run_id=run_id,
+                step_id=f"cancel:{i}",
+                run_key=key,
+                event=rule.event,
+                if_exp=rule.if_exp,
+                registered_ms=since,
+                expires_ms=max(now, since) + horizon,
+                trigger=trigger_for(rule.if_exp, trigger),
+                kind="cancel",
+                hint=index_hint(rule.if_exp, trigger),
+            )
+            out.append(Register(wait))
+        return out
+
+    def _activate(self, run: LiveRun) -> list[Command]:
+        self.active[run.run_id] = run
+        return [Activate(run)]
+
+    def _stub(self, run_id: str) -> LiveRun | None:
+        """A stand-in for a run not in memory (None if it is unknown or ended)."""
+        raw = self.store.get(keys.run_key(run_id))
+        if raw is None:
+            return None
+        state = RunState.from_dict(raw)
+        if state.status.terminal:
+            return None
+        return LiveRun(run_id, state, self._memos(run_id))
+
+    def _memos(self, run_id: str) -> dict[str, Memo]:
+        prefix = keys.memo_prefix(run_id)
+        return {
+            key[len(prefix) :].decode(): Memo.from_dict(body)
+            for key, body in self.store.scan(prefix)
+        }
+
+    # --- effects ----------------------------------------------------------------------
+
+    def _set_up_waiting(self, run: LiveRun, effect: StepWaiting) -> list[Command]:
+        """Register a wait, or start an invoked run (a sleep needs only its timer)."""
+        spec = effect.spec
+        if effect.op == "wait":
+            hint = spec.get("hint")
+            wait = Wait(
+                function=self.slug,
+                run_id=run.run_id,
+                step_id=effect.step_id,
+                run_key=run.state.key,
+                event=spec["event"],
+                if_exp=spec.get("if_exp"),
+                registered_ms=int(spec.get("registered_ms", effect.started_ms)),
+                expires_ms=effect.due_ms,
+                trigger=trigger_for(spec.get("if_exp"), spec.get("trigger") or {}),
+                hint=(str(hint[0]), str(hint[1])) if hint else None,
+            )
+            return [Register(wait)]
+        if effect.op == "invoke":
+            return self._invoke(run, effect)
+        return []
+
+    def _invoke(self, run: LiveRun, effect: StepWaiting) -> list[Command]:
+        wanted = str(effect.spec.get("function"))
+        target = self.functions.get(wanted)
+        if target is None:
+            known = ", ".join(sorted(self.functions)) or "none"
+            error = ErrorInfo(
+                "FunctionNotFoundError",
+                f"step.invoke({effect.name!r}): no function {wanted!r} in app "
+                f"{self.fn.app_id!r} (functions: {known})",
+            )
+            answer = Resolve(run.run_id, effect.step_id, error=error)
+            return [Journal(self.slug, run.state.key, answer, self.partition)]
+        child_event = accept(
+            Event(name="inngest/function.invoked", data=effect.spec.get("data") or {}),
+            at_ms=effect.started_ms,
+            internal_id=sent_event_id(run.run_id, effect.step_id, 0),
+            allow_reserved=True,
+        )
+        child_run = sent_event_id(run.run_id, effect.step_id, 1)
+        invoker = Invoker(self.slug, run.run_id, effect.step_id, run.state.key)
+        start = Start(child_run, child_event.model_dump(), invoker=invoker)
+        return [Journal(target.slug, target.run_key(child_event) or child_run, start)]
+
+    def _write_memo(self, run_id: str, memo: Memo) -> None:
+        self.store.put(keys.memo_key(run_id, memo.step_id), "memo", memo.to_dict())
+
+    def _persist(self, run: LiveRun, *, active: bool) -> None:
+        """Write the run's state and its unwritten memos (it outlives this burst)."""
+        for memo in run.unwritten:
+            self._write_memo(run.run_id, memo)
+        run.unwritten.clear()
+        was_persisted = run.state.persisted
+        run.state.persisted = True
+        self.store.put(keys.run_key(run.run_id), "run", run.state.to_dict())
+        if active:
+            self.store.put(keys.active_key(run.run_id), "run", {"key": run.state.key})
+        elif was_persisted:
+            self.store.delete(keys.active_key(run.run_id))
+
+    def _suspend(
+        self, run: LiveRun, wake_at_ms: int | None, reason: str, now: int
+    ) -> list[Command]:
+        run.state.status = SUSPENDED_AS.get(reason, RunStatus.WAITING)
+        self._persist(run, active=False)
+        if run.woken:
+            wake_at_ms = now  # a waiting step completed meanwhile: go on now
+        if wake_at_ms is not None:
+            self._set_timer(wake_at_ms, run.run_id, TimerKind.WAKE, run.state.key)
+        return [*self._release(run, stop=False), self._history(run, now)]
+
+    def _finish(
+        self,
+        run: LiveRun,
+        status: RunStatus,
+        now: int,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        stop: bool = False,
+    ) -> list[Command]:
+        state = run.state
+        state.status = status
+        state.ended_ms = now
+        out: list[Command] = [
+            Announce(event)
+            for event in system_events(
+                function_id=self.slug,
+                run_id=run.run_id,
+                status=status,
+                trigger=state.event,
+                ended_ms=now,
+                result=result,
+                error=error,
+            )
+        ]
+        if state.invoker is not None:
+            out.append(self._answer_invoker(state.invoker, status, result, error))
+        for memo in run.memos.values():
+            if memo.status == "waiting" and memo.op == "wait":
+                out.append(Unregister(f"{run.run_id}|{memo.step_id}"))
+        out += [Unregister(f"{run.run_id}|cancel:{i}") for i in range(len(self.fn.cancel))]
+        if state.persisted:
+            for key in list(self.store.scan_keys(keys.memo_prefix(run.run_id))):
+                self.store.delete(key)
+            self.store.delete(keys.active_key(run.run_id))
+        run.unwritten.clear()
+        # Kept until the retention sweep (dedup of a repeated start, `runs`).
+        self.store.put(keys.run_key(run.run_id), "run", state.to_dict())
+        out += self._release(run, stop=stop)
+        out.append(self._history(run, now, result=result, error=error))
+        return out
+
+    def _answer_invoker(
+        self, invoker: Invoker, status: RunStatus, result: Any, error: dict[str, Any] | None
+    ) -> Journal:
+        """Complete the ``step.invoke`` that started this run, in its caller's journal."""
+        if status is RunStatus.COMPLETED:
+            answer = Resolve(invoker.run_id, invoker.step_id, output=result)
+        else:
+            detail = (error or {}).get("message", status.value)
+            failure = ErrorInfo(
+                "InvokedFunctionError",
+                f"invoked function {self.slug} {status.value}: {detail}",
+                (error or {}).get("stack"),
+            )
+            answer = Resolve(invoker.run_id, invoker.step_id, error=failure)
+        return Journal(invoker.function, invoker.key, answer)
+
+    def _release(self, run: LiveRun, *, stop: bool) -> list[Command]:
+        if self.active.get(run.run_id) is run:
+            del self.active[run.run_id]
+            return [Release(run, stop)]
+        return []
+
+    def _history(
+        self, run: LiveRun, now: int, *, result: Any = None, error: dict[str, Any] | None = None
+    ) -> History:
+        state = run.state
+        return History(
+            history_record(
+                run_id=run.run_id,
+                function_id=self.slug,
+                status=state.status,
+                event=state.event,
+                attempt=state.attempt,
+                started_ms=state.started_ms,
+                ended_ms=state.ended_ms,
+                memos=run.memos.values(),
+                updated_ms=now,
+                result=result,
+                error=error,
+            )
+        )
+
+    # --- completing waiting steps and cancelling runs from outside ---------------------
+
+    def _resolve(self, rec: Resolve, now: int) -> list[Command]:
+        """A waiting step's event arrived, or its invoked run ended: complete it."""
+        run = self.active.get(rec.run_id) or self._stub(rec.run_id)
+        if run is None:
+            return []  # the run ended (e.g. cancelled) before the event came
+        memo = run.memos.get(rec.step_id)
+        if memo is None or memo.status != "waiting":
+            return []  # completed already (a timeout, or another matching event)
+        done = completion(rec.run_id, memo, now, output=rec.output, error=rec.error)
+        new = apply_effect(run.memos, done)
+        if new is not None:
+            self._write_memo(rec.run_id, new)
+        out: list[Command] = []
+        if memo.op == "wait":
+            out.append(Unregister(f"{rec.run_id}|{rec.step_id}"))
+        if self.is_live(run):
+            run.woken = True  # its activation learns of it when it suspends
+            return out
+        run.state.status = RunStatus.RUNNING
+        return out + self._activate(run)
+
+    def _cancel(self, run_id: str, reason: str, now: int) -> list[Command]:
+        """Cancel a run between steps: a Cancel rule, a timeout, the API or the CLI."""
+        run = self.active.get(run_id)
+        stop = run is not None
+        if run is None:
+            run = self._stub(run_id)  # requests by run id reach every partition
+            if run is None:
+                return []  # not here, or ended already
+        log.info("run %s of %s: cancelled (%s)", run_id, self.slug, reason)
+        return self._finish(run, RunStatus.CANCELLED, now, error=CANCELLED_ERROR, stop=stop)
+
+    # --- timers -------------------------------------------------------------------------
+
+    def _set_timer(self, due_ms: int, run_id: str, kind: TimerKind, key: str, **extra: str) -> None:
+        tkey = timer_key(due_ms, run_id, kind.value)
+        body = {"run_id": run_id, "kind": kind.value, "key": key, **extra}
+        self.store.put(tkey, "timer", body)
+        self.timers.add(tkey)
+
+    def _wake(self, rec: Wake, now: int) -> list[Command]:
+        tkey = rec.timer.encode()
+        timer = self.store.get(tkey)
+        self.timers.applied(tkey)
+        if timer is None:
+            return []  # fired twice (a restart between firing and applying)
+        run_id = str(timer["run_id"])
+        kind = timer["kind"]
+        out: list[Command] = []
+        if kind == TimerKind.IDEMPOTENCY:
+            self.store.delete(str(timer["ikey"]).encode())
+        elif kind == TimerKind.TIMEOUT:
+            out = self._cancel(run_id, "finish timeout", now)
+        elif kind == TimerKind.WAKE:
+            raw = self.store.get(keys.run_key(run_id))
+            if raw is not None and run_id not in self.active:
+                state = RunState.from_dict(raw)
+                if not state.status.terminal:
+                    state.status = RunStatus.RUNNING
+                    out = self._activate(LiveRun(run_id, state, self._memos(run_id)))
+        else:
+            log.warning("%s: dropping a timer of unknown kind %r (%s)", self.slug, kind, rec.timer)
+        # Deleted last: the writes of one record become durable together, after what
+        # it sent; a crash before that leaves the timer to fire again.
+        self.store.delete(tkey)
+        return out
+
+    def _claim(self, run_id: str, value: str, key: str, now: int) -> bool:
+        """Claim an idempotency key for ``run_id``; False if a run holds it already."""
+        ikey = keys.idempotency_key(value)
+        held = self.store.get(ikey)
+        if held is not None and held["run_id"] != run_id:
+            log.info(
+                "%s: idempotency key %r already started run %s; skipping run %s",
+                self.slug,
+                value,
+                held["run_id"],
+                run_id,
+            )
+            return False
+        self.store.put(ikey, "idem", {"run_id": run_id, "at_ms": now})
+        due = now + self.limits.dedup_window_ms
+        self._set_timer(due, run_id, TimerKind.IDEMPOTENCY, key, ikey=ikey.decode())
+        return True
+
+    # --- rebalances and retention -------------------------------------------------------
+
+    def _resume(self) -> list[Command]:
+        """Every earlier record of the partition is applied: fire timers, resume runs."""
+        self.ready = True
+        out: list[Command] = []
+        marked = list(self.store.scan(keys.ACTIVE))
+        log.info(
+            "%s[%s]: resuming the partition (%d run(s) were active)",
+            self.slug,
+            self.partition,
+            len(marked),
+        )
+        for key, _ in marked:
+            run_id = key[len(keys.ACTIVE) :].decode()
+            if run_id in self.active:
+                continue
+            raw = self.store.get(keys.run_key(run_id))
+            if raw is None or raw["status"] != RunStatus.RUNNING:
+                self.store.delete(key)
+                continue
+            log.info("run %s: resuming on %s[%s] from its memos", run_id, self.slug, self.partition)
+            out += self._activate(LiveRun(run_id, RunState.from_dict(raw), self._memos(run_id)))
+        return out
+
+    def _sweep(self, start: str | None, now: int) -> list[Command]:
+        """Forget finished runs whose retention is over, a batch at a time.
+
+        Run ids are ULIDs whose time is at or before the run's start, so only keys
+        older than the retention can be due: the scan stops at that time prefix.
+        Runs still going (or ended lately) are passed over and met again next time.
+        """
+        cutoff = now - self.limits.retention_ms
+        upto = keys.RUN + time_prefix(max(cutoff + 1, 0)).encode()
+        begin = keys.RUN + start.encode() if start else None
+        runs = self.store.scan(keys.RUN, upto, start=begin)
+        for seen, (key, raw) in enumerate(runs):
+            if seen == self.limits.sweep_batch:  # more to look at: go on in another record
+                more = Sweep(key[len(keys.RUN) :].decode())
+                return [Journal(self.slug, "", more, self.partition)]
+            ended = raw.get("ended_ms")
+            if RunStatus(raw["status"]).terminal and ended is not None and ended <= cutoff:
+                self._forget(key[len(keys.RUN) :].decode())
+        return []
+
+    def _forget(self, run_id: str) -> None:
+        """Retention is over: delete everything about a finished run."""
+        for key in list(self.store.scan_keys(keys.memo_prefix(run_id))):
+            self.store.delete(key)
+        self.store.delete(keys.active_key(run_id))
+        self.store.delete(keys.run_key(run_id))

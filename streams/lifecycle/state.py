@@ -1,0 +1,127 @@
+"""What a function partition stores about its runs: typed values and their keys.
+
+One key space per function partition (a RocksDB database backed by a changelog
+partition in the workers; a dict in tests). Keys are bytes with a one-letter
+prefix per kind, so related keys sort together and prefix scans find them:
+
+=========================  ==================================================
+``r<run id>``              :class:`RunState`
+``a<run id>``              active marker: the run was executing when last
+                           persisted; resume it after a restart or rebalance
+``m<run id>|<step id>``    a :class:`~streams.core.memo.Memo`
+``t<due ms>|<run>|<kind>`` a timer (:mod:`streams.lifecycle.timers`)
+``i<hash of value>``       the run holding an idempotency key
+=========================  ==================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from streams.lifecycle.records import Invoker
+
+RUN = b"r"
+ACTIVE = b"a"
+MEMO = b"m"
+TIMER = b"t"
+IDEMPOTENCY = b"i"
+
+
+def run_key(run_id: str) -> bytes:
+    return RUN + run_id.encode()
+
+
+def active_key(run_id: str) -> bytes:
+    return ACTIVE + run_id.encode()
+
+
+def memo_prefix(run_id: str) -> bytes:
+    return MEMO + run_id.encode() + b"|"
+
+
+def memo_key(run_id: str, step_id: str) -> bytes:
+    return memo_prefix(run_id) + step_id.encode()
+
+
+def idempotency_key(value: str) -> bytes:
+    return IDEMPOTENCY + hashlib.sha256(value.encode()).hexdigest()[:32].encode()
+
+
+class RunStatus(StrEnum):
+    #: Created for an event with a future ``ts``; starts at its timer.
+    SCHEDULED = "scheduled"
+    #: Executing steps (in this worker's memory, or to be resumed from memos).
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    #: Waiting for an event or an invoked run.
+    WAITING = "waiting"
+    #: Its function failed an attempt; the next starts at its timer.
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+#: What a run suspends as, by the reason of its ``RunSuspended``.
+SUSPENDED_AS = {"retry": RunStatus.RETRYING, "sleep": RunStatus.SLEEPING}
+
+
+@dataclass(slots=True)
+class RunState:
+    """A run as stored under ``r<run id>``.
+
+    ``persisted`` says whether it was ever written: a run that starts and ends
+    within one burst of inline work is stored once, when it ends. A finished run
+    keeps only what the retention sweep and a later duplicate need (the rest of
+    its fields are dropped by :meth:`to_dict`).
+    """
+
+    function_id: str
+    key: str
+    status: RunStatus
+    started_ms: int
+    attempt: int = 0
+    event: dict[str, Any] = field(default_factory=dict)
+    invoker: Invoker | None = None
+    ended_ms: int | None = None
+    persisted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status.value,
+            "function_id": self.function_id,
+            "key": self.key,
+            "started_ms": self.started_ms,
+            "attempt": self.attempt,
+        }
+        if self.status.terminal:
+            out["ended_ms"] = self.ended_ms
+            return out
+        out["event"] = self.event
+        out["persisted"] = True
+        if self.invoker is not None:
+            out["invoker"] = self.invoker.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunState:
+        invoker = raw.get("invoker")
+        ended = raw.get("ended_ms")
+        return cls(
+            function_id=str(raw["function_id"]),
+            key=str(raw["key"]),
+            status=RunStatus(raw["status"]),
+            started_ms=int(raw.get("started_ms") or 0),
+            attempt=int(raw.get("attempt") or 0),
+            event=dict(raw.get("event") or {}),
+            invoker=Invoker.from_dict(invoker) if invoker else None,
+            ended_ms=int(ended) if ended is not None else None,
+            persisted=True,
+        )

@@ -1,0 +1,102 @@
+"""What a run says when it ends: its system events and its run-history record.
+
+System events go to topics named after them (``inngest.function.finished`` ...),
+with Inngest's payload. Their ids are derived from the run id and the event
+name, so a run that is announced again after a crash (allowed, at least once)
+carries the same ids and consumers can drop the repeat.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from streams import topics
+from streams.core.memo import Memo
+from streams.event import Event
+from streams.ids import derived_ulid, ulid_millis
+from streams.lifecycle.state import RunStatus
+
+NAMES: Mapping[RunStatus, tuple[str, ...]] = {
+    RunStatus.COMPLETED: (topics.FINISHED,),
+    RunStatus.FAILED: (topics.FINISHED, topics.FAILED),
+    RunStatus.CANCELLED: (topics.CANCELLED,),
+}
+#: The error of a cancelled run (Inngest's message).
+CANCELLED_ERROR = {"name": "FunctionCancelledError", "message": "function cancelled", "stack": None}
+#: Step outputs are cut to this many characters in run history records.
+HISTORY_OUTPUT_CHARS = 2000
+
+
+def system_event_id(run_id: str, name: str) -> tuple[str, str]:
+    """(id, internal_id) of a run's system event: derived from the run id, so stable."""
+    return f"{run_id}-{name.rsplit('.', 1)[-1]}", derived_ulid(ulid_millis(run_id), run_id, name)
+
+
+def system_events(
+    *,
+    function_id: str,
+    run_id: str,
+    status: RunStatus,
+    trigger: dict[str, Any],
+    ended_ms: int,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+) -> list[Event]:
+    """The events announcing that the run ended with ``status``."""
+    data = {
+        "function_id": function_id,
+        "run_id": run_id,
+        "event": trigger,
+        "events": [trigger],
+        "error": error,
+        "result": result,
+        "_inngest": {"status": status.value},
+    }
+    out = []
+    for name in NAMES[status]:
+        event_id, internal_id = system_event_id(run_id, name)
+        out.append(Event(name=name, data=data, id=event_id, internal_id=internal_id, ts=ended_ms))
+    return out
+
+
+def history_record(
+    *,
+    run_id: str,
+    function_id: str,
+    status: RunStatus,
+    event: dict[str, Any],
+    attempt: int,
+    started_ms: int | None,
+    ended_ms: int | None,
+    memos: Iterable[Memo],
+    updated_ms: int,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``steplog.RunHistory`` record: the run as ``steplog runs`` shows it."""
+    steps = []
+    for memo in memos:
+        item = memo.to_dict()
+        out = json.dumps(item.pop("output"), separators=(",", ":"))
+        item["output"] = (
+            out if len(out) <= HISTORY_OUTPUT_CHARS else (out[:HISTORY_OUTPUT_CHARS] + "…")
+        )
+        steps.append(item)
+    body = {
+        "event": event,
+        "attempt": attempt,
+        "started_ms": started_ms,
+        "ended_ms": ended_ms,
+        "steps": steps,
+        "result": result,
+        "error": error,
+    }
+    return {
+        "run_id": run_id,
+        "function_id": function_id,
+        "status": status.value,
+        "updated_ms": updated_ms,
+        "body": json.dumps(body, separators=(",", ":"), default=str),
+    }
