@@ -13,6 +13,10 @@ class ConfigError(StreamsError):
     """Settings or declarations are wrong; the message says what to change."""
 
 
+class ArgumentError(ConfigError, TypeError):
+    """A declaration was called with arguments it cannot take (too many, or one twice)."""
+
+
 class EventValidationError(StreamsError, ValueError):
     """An event breaks one of the envelope rules (name, data, id, ts, v, size)."""
 

@@ -7,19 +7,24 @@ wildcards, options this version does not implement yet) happen in
 
 Durations accept a ``timedelta``, seconds, or an Inngest string (``"30s"``,
 ``"1h30m"``); see :mod:`streams.durations`.
+
+Options take keywords, as inngest-py writes them. The two triggers also take
+their fields positionally, in order: ``TriggerEvent("app/x", "event.data.a > 1")``
+and ``TriggerCron("0 9 * * 1")`` are ``TriggerEvent(event=..., expression=...)``
+and ``TriggerCron(cron=...)``; the values are validated the same way.
 """
 
 from __future__ import annotations
 
 import zoneinfo
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from croniter import croniter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from streams.durations import parse_duration
-from streams.errors import ConfigError
+from streams.errors import ArgumentError, ConfigError
 
 if TYPE_CHECKING:
     # What users may pass (``"1h30m"``, seconds, a timedelta); the stored value is
@@ -32,22 +37,80 @@ else:
 class _Option(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    #: The fields that may be given positionally, in order (the triggers' only).
+    _positional: ClassVar[tuple[str, ...]] = ()
+    #: What to do instead of passing more positional arguments (default: use keywords).
+    _positional_hint: ClassVar[str] = ""
+
+    if not TYPE_CHECKING:  # type checkers keep the keyword signature pydantic derives
+
+        def __init__(self, *args: Any, **fields: Any) -> None:
+            super().__init__(**_by_name(type(self), args, fields))
+
+
+def _by_name(model: type[_Option], args: tuple[Any, ...], fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the positional ``args`` added under ``model._positional``, in order."""
+    cls, names = model.__name__, model._positional
+    if len(args) > len(names):
+        if not names:
+            takes = "no positional arguments"
+        elif len(names) == 1:
+            takes = f"at most 1 positional argument ({names[0]})"
+        else:
+            takes = f"at most {len(names)} positional arguments ({', '.join(names)})"
+        keywords = ", ".join(f"{name}=..." for name in model.model_fields)
+        hint = model._positional_hint or f"pass the fields by keyword: {cls}({keywords})"
+        given = "1 was given" if len(args) == 1 else f"{len(args)} were given"
+        raise ArgumentError(
+            f"{cls}() takes {takes} but {given}: {', '.join(repr(a) for a in args)}; {hint}"
+        )
+    out = dict(fields)
+    for name, value in zip(names, args, strict=False):
+        if name in out:
+            raise ArgumentError(
+                f"{cls}() got {name!r} twice: positionally ({value!r}) and as a keyword "
+                f"({out[name]!r}); give it once"
+            )
+        out[name] = value
+    return out
+
 
 class TriggerEvent(_Option):
     """Run the function for events named ``event`` (wildcards: ``app/*``, ``app/user.*``).
 
     ``expression`` is an optional CEL condition on ``event``, e.g.
-    ``"event.data.total > 100"``.
+    ``"event.data.total > 100"``. Both may be given positionally:
+    ``TriggerEvent("app/order.created", "event.data.total > 100")``.
     """
+
+    _positional = ("event", "expression")
+    _positional_hint = (
+        "for several event names give a list: "
+        "trigger=[TriggerEvent('app/a'), TriggerEvent('app/b')]"
+    )
 
     event: str
     expression: str | None = None
 
+    if TYPE_CHECKING:  # the signature type checkers see; the fields' types
+
+        def __init__(self, event: str, expression: str | None = None) -> None: ...
+
 
 class TriggerCron(_Option):
-    """Run the function on a schedule: 5 cron fields, optionally ``"TZ=Area/City "`` first."""
+    """Run the function on a schedule: 5 cron fields, optionally ``"TZ=Area/City "`` first.
+
+    ``TriggerCron("0 9 * * 1")`` is ``TriggerCron(cron="0 9 * * 1")``.
+    """
+
+    _positional = ("cron",)
+    _positional_hint = "a time zone goes first in the schedule: 'TZ=Europe/Paris 0 9 * * 1'"
 
     cron: str
+
+    if TYPE_CHECKING:  # the signature type checkers see; the field's type
+
+        def __init__(self, cron: str) -> None: ...
 
     @field_validator("cron")
     @classmethod
