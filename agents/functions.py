@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any, Protocol
@@ -112,12 +113,17 @@ class FunctionRuntime:
         self.parts: dict[int, PartitionLifecycle] = {}
         faust.agent(topic, name=f"steplog-fn-{fn.fn_id}")(self._agent)
 
-    def lifecycle(self, partition: int) -> PartitionLifecycle:
+    def lifecycle(self, partition: int, resume_token: str | None = None) -> PartitionLifecycle:
         life = self.parts.get(partition)
         if life is None:
             store = RocksRunStore(self.table, partition, self.outbox)
             life = PartitionLifecycle(
-                self.fn, partition, store, functions=self.functions, limits=self.limits
+                self.fn,
+                partition,
+                store,
+                functions=self.functions,
+                limits=self.limits,
+                resume_token=resume_token,
             )
             self.parts[partition] = life
         return life
@@ -219,11 +225,14 @@ class FunctionRuntime:
             await self._carry_out(life, life.apply(run, effect, now_ms()))
         if life.is_live(run):
             life.detach(run)
-            run.forwarder = asyncio.ensure_future(self._forward(life.partition, run))
+            written = self.outbox.written()
+            run.forwarder = asyncio.ensure_future(self._forward(life.partition, run, written))
 
-    async def _forward(self, partition: int, run: LiveRun) -> None:
-        """Send a detached run's effects through the journal, in order."""
+    async def _forward(self, partition: int, run: LiveRun, written: asyncio.Event) -> None:
+        """Send a detached run's effects through the journal, in order, once the state
+        that detached it is on its way to the changelog."""
         try:
+            await written.wait()
             async for effect in run.driver.effects():
                 await self.topic.send(
                     key=run.state.key.encode(),
@@ -260,9 +269,11 @@ class FunctionRuntime:
         """Ask the agent to resume partitions once it has read up to this point."""
         log.info("%s: assigned %s", self.topic.get_topic_name(), sorted(partitions))
         for p in partitions:
-            await self.topic.send(
-                key=b"", value=records.encode(records.Resume(), now_ms()), partition=p, force=True
-            )
+            token = uuid.uuid4().hex
+            self.parts.pop(p, None)
+            self.lifecycle(p, resume_token=token)
+            marker = records.encode(records.Resume(token), now_ms())
+            await self.topic.send(key=b"", value=marker, partition=p, force=True)
 
     def revoke(self, partitions: Iterable[int]) -> None:
         """Stop runs of partitions this worker lost; their new owner resumes them."""

@@ -54,6 +54,8 @@ class _Unit:
 
     sends: list[asyncio.Future[Any]] = field(default_factory=list)
     writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
+    #: Set once the writes are delivered to the changelog.
+    durable: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Outbox:
@@ -84,9 +86,19 @@ class Outbox:
     def write(self, partition: int, key: bytes, value: bytes | None) -> None:
         self.current.writes.append((partition, key, value))
 
+    def written(self) -> asyncio.Event:
+        """Set once the writes made so far in the current unit are in the changelog.
+
+        A detached run's forwarder waits for it before its first effect record: a
+        journaled effect must not be durable before the state that says the run went
+        on (else a crash re-runs the run from its start, and the step again).
+        """
+        return self.current.durable
+
     def seal(self) -> None:
         unit, self.current = self.current, _Unit()
         if not unit.writes and not self.sealed:
+            unit.durable.set()
             return
         self.sealed.append(unit)
         self._empty.clear()
@@ -108,10 +120,29 @@ class Outbox:
             for fut in unit.sends:
                 if not fut.cancelled() and fut.exception() is not None:
                     log.error("a send the state depends on failed: %r", fut.exception())
-            for partition, key, value in unit.writes:
+            delivered = [
                 self.table.send_changelog(partition, key, value)
+                for partition, key, value in unit.writes
+            ]
             self.sealed.popleft()
+            if delivered:
+                _when_all(delivered, unit.durable.set)
+            else:
+                unit.durable.set()
         self._empty.set()
+
+
+def _when_all(futures: list[Any], then: Any) -> None:
+    left = len(futures)
+
+    def one_done(_: Any) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            then()
+
+    for fut in futures:
+        fut.add_done_callback(one_done)
 
 
 class RocksRunStore:

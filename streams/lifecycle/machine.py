@@ -108,6 +108,9 @@ class LiveRun:
     #: A waiting step completed from outside while this activation ran: when it
     #: suspends, it wakes again at once instead of at its timer.
     woken: bool = False
+    #: Keys to delete once this activation's first burst is written (the timer that
+    #: woke it: a crash before then must leave it to fire again).
+    after_burst: list[bytes] = field(default_factory=list)
     driver: Any = None
     forwarder: Any = None
 
@@ -188,6 +191,7 @@ class PartitionLifecycle:
         *,
         functions: Mapping[str, Function],
         limits: Limits | None = None,
+        resume_token: str | None = None,
     ) -> None:
         self.fn = fn
         self.slug = fn.slug
@@ -197,9 +201,10 @@ class PartitionLifecycle:
         self.limits = limits or Limits()
         self.active: dict[str, LiveRun] = {}
         self.timers = PartitionTimers()
-        #: Set by the first ``resume`` record: earlier records of the partition are
-        #: applied, its timers may fire.
+        #: Set by this assignment's ``resume`` record (``resume_token``; None: any):
+        #: every earlier record of the partition is applied, its timers may fire.
         self.ready = False
+        self.resume_token = resume_token
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -219,6 +224,8 @@ class PartitionLifecycle:
         if isinstance(record, Cancel):
             return self._cancel(record.run_id, record.reason, now)
         if isinstance(record, Resume):
+            if self.resume_token is not None and record.token != self.resume_token:
+                return []  # an earlier assignment's marker, read again after a crash
             return self._resume()
         if isinstance(record, Sweep):
             return self._sweep(record.start, now)
@@ -262,12 +269,14 @@ class PartitionLifecycle:
     def detach(self, run: LiveRun) -> None:
         """``run`` outlives its inline burst: persist it; later effects come by journal."""
         self._persist(run, active=True)
+        self._burst_written(run)
         run.detached = True
 
     def abandon(self, run: LiveRun) -> list[Command]:
         """``run``'s activation stopped without an outcome: persist it as active, so the
         next resume of the partition runs it again from its memos, and let it go."""
         self._persist(run, active=True)
+        self._burst_written(run)
         return self._release(run, stop=True)
 
     def fire_due(self, now: int) -> list[Command]:
@@ -336,12 +345,14 @@ class PartitionLifecycle:
             self._set_timer(due, run_id, TimerKind.TIMEOUT, key)
         if not_before > now:
             # An event with a future ts: the run exists now (dedup) and starts then.
+            self._set_timer(not_before, run_id, TimerKind.WAKE, key)
             state.status = RunStatus.SCHEDULED
             state.persisted = True
             self.store.put(keys.run_key(run_id), "run", state.to_dict())
-            self._set_timer(not_before, run_id, TimerKind.WAKE, key)
             return out
-        return out + self._activate(LiveRun(run_id, state))
+        # Memos without a state: a crash kept only the first writes of the record
+        # that detached this run; go on from them.
+        return out + self._activate(LiveRun(run_id, state, self._memos(run_id)))
 
     def _listen_for_cancels(self, run_id: str, key: str, event: Event, now: int) -> list[Command]:
         """Register the function's Cancel rules for this run."""
@@ -438,27 +449,33 @@ class PartitionLifecycle:
         self.store.put(keys.memo_key(run_id, memo.step_id), "memo", memo.to_dict())
 
     def _persist(self, run: LiveRun, *, active: bool) -> None:
-        """Write the run's state and its unwritten memos (it outlives this burst)."""
+        """Write the run's state and its unwritten memos (it outlives this burst).
+
+        A crash may keep any prefix of one record's writes, so they go in an order
+        where every prefix is safe: memos and whatever will move the run (its active
+        marker; the caller's timer) before the state that refers to them, and the
+        active marker's deletion after it.
+        """
         for memo in run.unwritten:
             self._write_memo(run.run_id, memo)
         run.unwritten.clear()
         was_persisted = run.state.persisted
         run.state.persisted = True
-        self.store.put(keys.run_key(run.run_id), "run", run.state.to_dict())
         if active:
             self.store.put(keys.active_key(run.run_id), "run", {"key": run.state.key})
-        elif was_persisted:
+        self.store.put(keys.run_key(run.run_id), "run", run.state.to_dict())
+        if not active and was_persisted:
             self.store.delete(keys.active_key(run.run_id))
 
     def _suspend(
         self, run: LiveRun, wake_at_ms: int | None, reason: str, now: int
     ) -> list[Command]:
         run.state.status = SUSPENDED_AS.get(reason, RunStatus.WAITING)
-        self._persist(run, active=False)
         if run.woken:
             wake_at_ms = now  # a waiting step completed meanwhile: go on now
-        if wake_at_ms is not None:
+        if wake_at_ms is not None:  # the timer before the state that needs it
             self._set_timer(wake_at_ms, run.run_id, TimerKind.WAKE, run.state.key)
+        self._persist(run, active=False)
         return [*self._release(run, stop=False), self._history(run, now)]
 
     def _finish(
@@ -492,13 +509,16 @@ class PartitionLifecycle:
             if memo.status == "waiting" and memo.op == "wait":
                 out.append(Unregister(f"{run.run_id}|{memo.step_id}"))
         out += [Unregister(f"{run.run_id}|cancel:{i}") for i in range(len(self.fn.cancel))]
-        if state.persisted:
+        # The final state first (kept until the retention sweep: it makes a repeated
+        # start a no-op), then what it no longer needs: a crash between leaves
+        # leftovers for the sweep, never a run without its end.
+        was_persisted = state.persisted
+        self.store.put(keys.run_key(run.run_id), "run", state.to_dict())
+        if was_persisted:
             for key in list(self.store.scan_keys(keys.memo_prefix(run.run_id))):
                 self.store.delete(key)
             self.store.delete(keys.active_key(run.run_id))
         run.unwritten.clear()
-        # Kept until the retention sweep (dedup of a repeated start, `runs`).
-        self.store.put(keys.run_key(run.run_id), "run", state.to_dict())
         out += self._release(run, stop=stop)
         out.append(self._history(run, now, result=result, error=error))
         return out
@@ -519,7 +539,13 @@ class PartitionLifecycle:
             answer = Resolve(invoker.run_id, invoker.step_id, error=failure)
         return Journal(invoker.function, invoker.key, answer)
 
+    def _burst_written(self, run: LiveRun) -> None:
+        for key in run.after_burst:
+            self.store.delete(key)
+        run.after_burst.clear()
+
     def _release(self, run: LiveRun, *, stop: bool) -> list[Command]:
+        self._burst_written(run)
         if self.active.get(run.run_id) is run:
             del self.active[run.run_id]
             return [Release(run, stop)]
@@ -553,8 +579,16 @@ class PartitionLifecycle:
         if run is None:
             return []  # the run ended (e.g. cancelled) before the event came
         memo = run.memos.get(rec.step_id)
-        if memo is None or memo.status != "waiting":
-            return []  # completed already (a timeout, or another matching event)
+        if memo is None:
+            return []
+        if memo.status != "waiting":
+            # Completed already (a timeout, another matching event). If the run still
+            # waits for it, the crash kept the memo of this resolve but not what its
+            # activation wrote: activate it again.
+            if not self.is_live(run) and run.state.status is RunStatus.WAITING:
+                run.state.status = RunStatus.RUNNING
+                return self._activate(run)
+            return []
         done = completion(rec.run_id, memo, now, output=rec.output, error=rec.error)
         new = apply_effect(run.memos, done)
         if new is not None:
@@ -586,6 +620,9 @@ class PartitionLifecycle:
         body = {"run_id": run_id, "kind": kind.value, "key": key, **extra}
         self.store.put(tkey, "timer", body)
         self.timers.add(tkey)
+        run = self.active.get(run_id)
+        if run is not None and tkey in run.after_burst:  # set again (due at the same ms)
+            run.after_burst.remove(tkey)
 
     def _wake(self, rec: Wake, now: int) -> list[Command]:
         tkey = rec.timer.encode()
@@ -606,11 +643,10 @@ class PartitionLifecycle:
                 state = RunState.from_dict(raw)
                 if not state.status.terminal:
                     state.status = RunStatus.RUNNING
-                    out = self._activate(LiveRun(run_id, state, self._memos(run_id)))
+                    run = LiveRun(run_id, state, self._memos(run_id), after_burst=[tkey])
+                    return self._activate(run)  # the timer goes once the burst is written
         else:
             log.warning("%s: dropping a timer of unknown kind %r (%s)", self.slug, kind, rec.timer)
-        # Deleted last: the writes of one record become durable together, after what
-        # it sent; a crash before that leaves the timer to fire again.
         self.store.delete(tkey)
         return out
 

@@ -93,7 +93,14 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Sent to each partition a worker is assigned: load its timers, resume its runs."""
+    """Sent to each partition a worker is assigned: load its timers, resume its runs.
+
+    ``token`` names the assignment: after a crash the journal is read again from
+    the committed offset, and a resume marker of an earlier assignment found there
+    must not resume runs before the records after it are applied.
+    """
+
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +153,7 @@ def _body(record: Record) -> tuple[str, dict[str, Any]]:
     if isinstance(record, Cancel):
         return "cancel", {"reason": record.reason}
     if isinstance(record, Resume):
-        return "resume", {}
+        return "resume", {"token": record.token} if record.token else {}
     if isinstance(record, Sweep):
         return "sweep", {} if record.start is None else {"from": record.start}
     return "tick", {"function": record.function, "cron": record.cron, "due_ms": record.due_ms}
@@ -190,7 +197,7 @@ def _record(kind: str, run_id: str, body: dict[str, Any]) -> Record:
     if kind == "cancel":
         return Cancel(run_id, str(body.get("reason") or "cancelled"))
     if kind == "resume":
-        return Resume()
+        return Resume(str(body.get("token") or ""))
     if kind == "sweep":
         start = body.get("from")
         return Sweep(str(start) if start else None)

@@ -1,4 +1,5 @@
-"""The execution core and the declaration API import no Kafka, Faust, RocksDB or HTTP code."""
+"""The execution core, the run lifecycle and the declaration API import no Kafka, Faust,
+RocksDB or HTTP code."""
 
 from __future__ import annotations
 
@@ -26,6 +27,17 @@ PURE_MODULES = [
     "streams.durations",
     "streams.expressions",
     "streams.testing",
+    "streams.testing.engine",
+    "streams.lifecycle",
+    "streams.lifecycle.machine",
+    "streams.lifecycle.records",
+    "streams.lifecycle.state",
+    "streams.lifecycle.store",
+    "streams.lifecycle.system",
+    "streams.lifecycle.timers",
+    "streams.routing",
+    "streams.topics",
+    "streams.ids",
 ]
 FORBIDDEN = [
     "faust",
@@ -45,6 +57,7 @@ PROBE = """
 import importlib, json, sys, types
 pkg = types.ModuleType("streams")
 pkg.__path__ = [sys.argv[1]]
+pkg.__file__ = sys.argv[1] + "/__init__.py"
 sys.modules["streams"] = pkg
 for name in sys.argv[2:]:
     importlib.import_module(name)

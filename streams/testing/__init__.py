@@ -44,8 +44,9 @@ from streams.core.retry import RetryPolicy
 from streams.core.step_ids import hash_id
 from streams.errors import NonDeterminismError, StreamsError
 from streams.event import Event, accept
+from streams.testing.engine import Engine, RunView
 
-__all__ = ["TestResult", "run", "run_async"]
+__all__ = ["Engine", "RunView", "TestResult", "run", "run_async"]
 
 
 @dataclass
