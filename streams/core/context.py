@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from streams.core.interrupts import Interrupt
+from streams.core import running
+from streams.core.interrupts import Interrupt, exit_error
 from streams.core.step_ids import StepId, sent_event_id
 from streams.durations import to_datetime, to_ms
 from streams.errors import ConfigError, DurationError, EventValidationError, NonRetriableError
@@ -227,8 +228,9 @@ class Group:
         branches is numbered by timing). All branches finish before this
         returns or raises (the first error, in branch order, is raised).
         """
+        self._driver.refuse_after_return("group.parallel(...)")
         self._driver.check_open()
-        tasks = [asyncio.ensure_future(_invoke(c)) for c in callables]
+        tasks = [asyncio.ensure_future(_branch(c, self._driver)) for c in callables]
         if not tasks:
             return ()
         self._driver.track(tasks)
@@ -253,10 +255,19 @@ class Group:
         return tuple(task.result() for task in tasks)
 
 
-async def _invoke(function: Callable[[], Awaitable[T]]) -> T:
-    value: Any = function()
-    if inspect.isawaitable(value):
-        value = await value
+async def _branch(function: Callable[[], Awaitable[T]], driver: RunDriver) -> T:
+    """One branch of ``parallel``, as a task of its own."""
+    noted = running.enter(running.UserCode(driver.run.function_id, driver.run.run_id))
+    try:
+        value: Any = function()
+        if inspect.isawaitable(value):
+            value = await value
+    except (Interrupt, asyncio.CancelledError, Exception):
+        raise
+    except BaseException as exc:  # asyncio would hand SystemExit to the loop: the worker stops
+        raise exit_error(exc, "a group.parallel branch (outside any step)") from exc
+    finally:
+        running.leave(noted)
     result: T = value
     return result
 
