@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -37,7 +36,7 @@ from streams.core import RetryPolicy
 from streams.event import Event, now_ms
 from streams.kafka.admin import create_topics, ensure_topics
 from streams.serde import EventCodec
-from streams.serde.internal import RecordCodec
+from streams.serde.internal import RecordCodec, compact_json
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -266,7 +265,7 @@ class Worker:
         steps = []
         for memo in run.memos.values():
             item = memo.to_dict()
-            out = json.dumps(item.pop("output"), separators=(",", ":"))
+            out = compact_json(item.pop("output"))
             item["output"] = (
                 out if len(out) <= HISTORY_OUTPUT_CHARS else (out[:HISTORY_OUTPUT_CHARS] + "…")
             )
@@ -285,9 +284,30 @@ class Worker:
             "function_id": function_id,
             "status": run.state["status"],
             "updated_ms": now_ms(),
-            "body": json.dumps(body, separators=(",", ":"), default=str),
+            "body": self._history_body(run.run_id, body),
         }
         self.history_topic.send_soon(key=run.run_id.encode(), value=HISTORY.encode(record))
+
+    def _history_body(self, run_id: str, body: dict[str, Any]) -> str:
+        """The history body as JSON; without step details and result if too large for Kafka."""
+        text = compact_json(body, default=str)
+        budget = self.settings.max_record_bytes
+        if len(text) * 4 <= budget or len(text.encode()) <= budget:
+            return text
+        log.warning(
+            "run %s: its history is %d bytes, more than a record may hold: recording it "
+            "without step outputs, step errors and the result",
+            run_id,
+            len(text.encode()),
+        )
+        steps = [
+            {k: v for k, v in step.items() if k not in ("output", "error", "extra")}
+            for step in body["steps"]
+        ]
+        trimmed = {**body, "steps": steps, "trimmed": True}
+        if trimmed.get("result") is not None:
+            trimmed["result"] = "(too large for the run history)"
+        return compact_json(trimmed, default=str)
 
 
 def prepare(app: App, settings: Settings) -> Worker:

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from streams.core import running
 from streams.core.interrupts import Interrupt, exit_error
+from streams.core.outputs import MAX_OUTPUT_BYTES
 from streams.core.step_ids import StepId, sent_event_id
 from streams.durations import to_datetime, to_ms
 from streams.errors import ConfigError, DurationError, EventValidationError, NonRetriableError
-from streams.event import Event, accept
+from streams.event import Event, accept, encode_data
 from streams.expressions import event_vars
 from streams.waits import compile_if, index_hint
 
@@ -28,6 +29,12 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: Largest event a step may send (name + data JSON), as the HTTP API's default; and the
+#: most a ``send_event`` step may send in all, as a step output: one journal record
+#: carries them, and it must fit in Kafka.
+MAX_SENT_EVENT_BYTES = 512 * 1024
+MAX_SENT_BYTES_PER_STEP = MAX_OUTPUT_BYTES
 
 
 class Step:
@@ -87,7 +94,9 @@ class Step:
 
         async def send(sid: StepId) -> list[str]:
             now = driver.clock.now_ms()
+            what = f"step.send_event({sid.readable!r})"
             accepted: list[Event] = []
+            total = 0
             for index, item in enumerate(items):
                 try:
                     event = item if isinstance(item, Event) else Event.model_validate(dict(item))
@@ -96,12 +105,18 @@ class Step:
                             event,
                             at_ms=now,
                             internal_id=sent_event_id(driver.run.run_id, sid.hashed, index),
+                            max_bytes=MAX_SENT_EVENT_BYTES,
                         )
                     )
                 except (EventValidationError, ValueError) as exc:
+                    raise NonRetriableError(f"{what}: event {index} is invalid: {exc}") from exc
+                total += len(encode_data(event.data)) + len(event.name)
+                if total > MAX_SENT_BYTES_PER_STEP:
                     raise NonRetriableError(
-                        f"step.send_event({sid.readable!r}): event {index} is invalid: {exc}"
-                    ) from exc
+                        f"{what}: events 0..{index} are {total} bytes together; one step sends "
+                        f"at most {MAX_SENT_BYTES_PER_STEP // (1024 * 1024)} MiB: send them in "
+                        "several steps"
+                    )
             driver.events_sent(sid, accepted)
             return [e.internal_id or "" for e in accepted]
 
@@ -190,6 +205,15 @@ class Step:
             raise NonRetriableError(f"{what}: function must be a function of this app or its slug")
         if data is not None and not isinstance(data, Mapping):
             raise NonRetriableError(f"{what}: data must be a JSON object (a dict)")
+        try:
+            size = len(encode_data(dict(data or {})))
+        except EventValidationError as exc:
+            raise NonRetriableError(f"{what}: {exc}") from None
+        if size > MAX_SENT_EVENT_BYTES:
+            raise NonRetriableError(
+                f"{what}: data is {size} bytes; the invoked run's event may have at most "
+                f"{MAX_SENT_EVENT_BYTES} bytes: pass a reference to large data instead"
+            )
         try:
             delay = to_ms(timeout) if timeout is not None else MAX_WAIT_MS
         except DurationError as exc:

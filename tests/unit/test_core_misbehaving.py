@@ -8,8 +8,10 @@ serving other runs) is in tests/test_misbehaving_code.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import sys
 from typing import Any
 
 import pytest
@@ -25,12 +27,18 @@ from streams.core import (
     RunInput,
     StepCompleted,
     StepFailed,
+    effect_from_dict,
+    effect_to_dict,
 )
+from streams.core.effects import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_STACK_CHARS, ErrorInfo
 from streams.errors import StepError, StepMisuseError
 from streams.event import Event, accept
+from streams.serde.internal import JsonBodyCodec
 
 RUN_ID = "01JBZ5V0000000000000000000"
 EVENT = accept(Event(name="app/x", data={}), at_ms=1_700_000_000_000)
+MIB = 1024 * 1024
+RUN_RECORDS = JsonBodyCodec("steplog.RunRecord")
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -72,6 +80,130 @@ async def test_unserializable_output_fails_for_good_with_a_log_line_naming_it(
         f"function shop-fn, run {RUN_ID} fails for good" in m and "step 'make'" in m
         for m in messages(caplog)
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (float("nan"), "Out of range float values"),
+        ("lone \ud800 surrogate", "surrogates not allowed"),
+        ({(1, 2): "tuple key"}, "keys must be"),
+    ],
+)
+async def test_outputs_json_cannot_carry_name_the_step(value: Any, detail: str) -> None:
+    async def fn(ctx: Context) -> Any:
+        await ctx.step.run("odd", lambda: value)
+
+    result = await testing.run_async(fn, EVENT)
+    assert result.status == "failed" and result.attempts == 1
+    assert result.error is not None and result.error.name == "SerializationError"
+    assert "step 'odd'" in result.error.message and detail in result.error.message
+
+
+async def test_an_output_nested_too_deeply_is_a_serialization_error() -> None:
+    deep: list[Any] = []
+    for _ in range(sys.getrecursionlimit() + 100):
+        deep = [deep]
+
+    async def fn(ctx: Context) -> Any:
+        await ctx.step.run("deep", lambda: deep)
+
+    result = await testing.run_async(fn, EVENT)
+    assert result.status == "failed" and result.attempts == 1
+    assert result.error is not None
+    assert "step 'deep'" in result.error.message and "nested too deeply" in result.error.message
+
+
+# --- 3. an output over 4 MiB ------------------------------------------------------------
+
+
+async def test_an_output_over_4_mib_fails_for_good_naming_step_and_size(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    def big() -> str:
+        nonlocal calls
+        calls += 1
+        return "é" * (2 * MIB)  # 4 MiB of UTF-8, plus the quotes
+
+    async def fn(ctx: Context) -> Any:
+        with contextlib.suppress(BaseException):  # not even this keeps the run going
+            await ctx.step.run("big", big)
+        return "unreachable"
+
+    result = await testing.run_async(fn, EVENT)
+    assert result.status == "failed" and result.attempts == 1 and result.activations == 1
+    assert calls == 1  # not retried
+    assert result.error is not None and result.error.name == "LimitExceededError"
+    assert f"step 'big' returned {4 * MIB + 2} bytes of JSON" in result.error.message
+    assert "4 MiB" in result.error.message
+    assert not any(isinstance(e, StepCompleted) for e in result.effects)
+    assert any(f"run {result.run_id}" in m and "step 'big'" in m for m in messages(caplog))
+
+
+async def test_the_journal_record_of_a_4_mib_output_is_not_larger_than_the_output() -> None:
+    # Escaped non-ASCII text (\u00e9) and the output carried twice (value and text) once
+    # made such a record 24 MiB: too large for Kafka, so the run could never finish.
+    async def fn(ctx: Context) -> Any:
+        return len(await ctx.step.run("accents", lambda: "é" * (2 * MIB - 2)))
+
+    effects = await driver_for(fn).run_to_end()
+    completed = effects[0]
+    assert isinstance(completed, StepCompleted)
+    assert len(completed.output_json.encode()) == 4 * MIB - 2
+    record = RUN_RECORDS.encode("effect", effect_to_dict(completed), run_id=RUN_ID, at_ms=0)
+    assert len(record) < 4 * MIB + 1024
+    _, body, _ = RUN_RECORDS.decode(record)
+    again = effect_from_dict(body)
+    assert again == completed and again.output_json == completed.output_json  # type: ignore[union-attr]
+    assert isinstance(effects[-1], RunCompleted)
+
+
+async def test_a_huge_error_message_is_cut_so_its_records_stay_small() -> None:
+    def fail() -> None:
+        raise ValueError("x" * (20 * MIB))
+
+    async def fn(ctx: Context) -> Any:
+        await ctx.step.run("noisy", fail)
+
+    result = await testing.run_async(fn, EVENT)
+    failed = [e for e in result.effects if isinstance(e, StepFailed)]
+    assert failed and all(len(e.error.message) < MAX_ERROR_MESSAGE_CHARS + 64 for e in failed)
+    assert "more characters cut" in failed[0].error.message
+    stack = failed[0].error.stack or ""
+    assert len(stack) < MAX_ERROR_STACK_CHARS + 64 and "characters cut" in stack
+    record = RUN_RECORDS.encode("effect", effect_to_dict(failed[0]), run_id=RUN_ID, at_ms=0)
+    assert len(record) < 100 * 1024
+    assert ErrorInfo("E", "short").message == "short"
+
+
+async def test_send_event_refuses_events_that_would_not_fit_in_a_record() -> None:
+    async def one_big(ctx: Context) -> Any:
+        await ctx.step.send_event("big", Event(name="app/big", data={"x": "y" * MIB}))
+
+    async def many(ctx: Context) -> Any:
+        events = [Event(name="app/e", data={"x": "y" * (400 * 1024)}) for _ in range(12)]
+        await ctx.step.send_event("many", events)
+
+    result = await testing.run_async(one_big, EVENT)
+    assert result.status == "failed" and result.error is not None
+    assert "step.send_event('big'): event 0 is invalid" in result.error.message
+    assert "the limit is 524288 bytes" in result.error.message
+    result = await testing.run_async(many, EVENT)
+    assert result.status == "failed" and result.error is not None
+    assert "step.send_event('many'): events 0..10" in result.error.message
+    assert "at most 4 MiB" in result.error.message
+    assert result.events_sent == []
+
+
+async def test_invoke_refuses_data_larger_than_an_event() -> None:
+    async def fn(ctx: Context) -> Any:
+        await ctx.step.invoke("call", function="app-other", data={"x": "y" * MIB})
+
+    result = await testing.run_async(fn, EVENT)
+    assert result.status == "failed" and result.attempts == 1 and result.error is not None
+    assert "step.invoke('call'): data is" in result.error.message
 
 
 # --- 4. SystemExit, KeyboardInterrupt, GeneratorExit -------------------------------------
