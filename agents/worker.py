@@ -31,6 +31,7 @@ from agents.functions import ActiveRun, FunctionRuntime
 from agents.manifest import check_manifest
 from agents.router import Router
 from agents.waits import WaitRegistry
+from agents.watchdog import LoopWatchdog
 from streams.app import App, Function
 from streams.core import RetryPolicy
 from streams.event import Event, now_ms
@@ -100,6 +101,8 @@ class Worker:
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)
         self.faust.task(self._timer_loop)
+        if self.settings.loop_block_warn_ms > 0:
+            self.faust.task(LoopWatchdog(self.settings.loop_block_warn_ms / 1000).run)
         self.faust.on_before_shutdown.connect(self._on_shutdown)
 
     def _raw_topic(self, name: str, *, compacting: bool = False) -> Any:
