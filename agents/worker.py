@@ -28,6 +28,7 @@ from agents.faust_app import (
     seek_uncommitted_to_beginning,
 )
 from agents.functions import ActiveRun, FunctionRuntime
+from agents.local_state import discard_stale_local_state
 from agents.manifest import check_manifest
 from agents.router import Router
 from agents.waits import WaitRegistry
@@ -365,6 +366,7 @@ def run_worker(app: App, settings: Settings, *, loglevel: str = "warning") -> No
     """Run a worker for ``app`` in this process until it is stopped."""
     worker = prepare(app, settings)
     marker = discard_local_state_after_crash(worker)
+    discard_stale_local_state(worker)
     try:
         faust.Worker(worker.faust, loglevel=loglevel, quiet=True).execute_from_commandline()
     except SystemExit as exc:
