@@ -81,7 +81,7 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
         broker_commit_interval=settings.commit_interval_ms / 1000,
         # A worker killed with SIGKILL holds its partitions until its session
         # expires: keep that short so the others take over quickly.
-        broker_session_timeout=10.0,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=1.0,
         broker_commit_every=2_000,
         producer_linger=0.0005,

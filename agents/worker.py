@@ -23,10 +23,12 @@ from agents import delivery
 from agents.cron import CronRuntime, cron_functions
 from agents.faust_app import ROCKSDB_OPTIONS, complete_flush_before_commit, make_faust_app
 from agents.functions import FunctionRuntime
+from agents.local_state import discard_stale_local_state
 from agents.manifest import check_manifest
 from agents.marks import Marks
 from agents.router import Router
 from agents.waits import WaitRegistry
+from agents.watchdog import LoopWatchdog
 from streams.app import App, Function
 from streams.clock import now_ms
 from streams.core import RetryPolicy
@@ -106,6 +108,7 @@ class Worker:
             retention_ms=int(settings.run_retention.total_seconds() * 1000),
             dedup_window_ms=int(settings.dedup_window.total_seconds() * 1000),
             sweep_batch=settings.sweep_batch,
+            max_record_bytes=settings.max_record_bytes,
         )
         self.runtimes = {
             fn.slug: FunctionRuntime(
@@ -168,6 +171,8 @@ class Worker:
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)
         self.faust.task(self._timer_loop)
+        if settings.loop_block_warn_ms > 0:
+            self.faust.task(LoopWatchdog(settings.loop_block_warn_ms / 1000).run)
         self.faust.on_before_shutdown.connect(self._on_shutdown)
 
     def _raw_topic(self, name: str, *, compacting: bool = False) -> Any:
@@ -335,6 +340,7 @@ def run_worker(app: App, settings: Settings, *, loglevel: str = "warning") -> No
     """Run a worker for ``app`` in this process until it is stopped."""
     worker = prepare(app, settings)
     marker = discard_local_state_after_crash(worker)
+    discard_stale_local_state(worker)
     try:
         faust.Worker(worker.faust, loglevel=loglevel, quiet=True).execute_from_commandline()
     except SystemExit as exc:

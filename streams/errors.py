@@ -79,5 +79,16 @@ class SerializationError(NonRetriableError):
     """A step output or a function result is not JSON-serializable; not retried."""
 
 
+class UserCodeExitError(StreamsError):
+    """User code raised ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit`` (or
+    another ``BaseException`` of its own): steplog treats it as an ordinary error of the
+    step or function (retried as any error), never as a request to stop the worker."""
+
+
+class StepMisuseError(StreamsError, RuntimeError):
+    """A step was called where it cannot be made durable: inside another step's body,
+    or after the function returned."""
+
+
 class NonDeterminismError(StreamsError):
     """Re-executing a function from the top did not reach the steps it reached before."""

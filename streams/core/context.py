@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from streams.core.interrupts import Interrupt
+from streams.core import running
+from streams.core.interrupts import Interrupt, exit_error
+from streams.core.outputs import MAX_OUTPUT_BYTES
 from streams.core.step_ids import StepId, sent_event_id
 from streams.durations import to_datetime, to_ms
 from streams.errors import ConfigError, DurationError, EventValidationError, NonRetriableError
-from streams.event import Event, accept
+from streams.event import Event, accept, encode_data
 from streams.expressions import event_vars
 from streams.waits import compile_if, index_hint
 
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: Largest event a step may send (name + data JSON), as the HTTP API's default; and the
+#: most a ``send_event`` step may send in all, as a step output: one journal record
+#: carries them, and it must fit in Kafka.
+MAX_SENT_EVENT_BYTES = 512 * 1024
+MAX_SENT_BYTES_PER_STEP = MAX_OUTPUT_BYTES
 
 
 class Step:
@@ -86,7 +94,9 @@ class Step:
 
         async def send(sid: StepId) -> list[str]:
             now = driver.clock.now_ms()
+            what = f"step.send_event({sid.readable!r})"
             accepted: list[Event] = []
+            total = 0
             for index, item in enumerate(items):
                 try:
                     event = item if isinstance(item, Event) else Event.model_validate(dict(item))
@@ -95,12 +105,18 @@ class Step:
                             event,
                             at_ms=now,
                             internal_id=sent_event_id(driver.run.run_id, sid.hashed, index),
+                            max_bytes=MAX_SENT_EVENT_BYTES,
                         )
                     )
                 except (EventValidationError, ValueError) as exc:
+                    raise NonRetriableError(f"{what}: event {index} is invalid: {exc}") from exc
+                total += len(encode_data(event.data)) + len(event.name)
+                if total > MAX_SENT_BYTES_PER_STEP:
                     raise NonRetriableError(
-                        f"step.send_event({sid.readable!r}): event {index} is invalid: {exc}"
-                    ) from exc
+                        f"{what}: events 0..{index} are {total} bytes together; one step sends "
+                        f"at most {MAX_SENT_BYTES_PER_STEP // (1024 * 1024)} MiB: send them in "
+                        "several steps"
+                    )
             driver.events_sent(sid, accepted)
             return [e.internal_id or "" for e in accepted]
 
@@ -190,6 +206,15 @@ class Step:
         if data is not None and not isinstance(data, Mapping):
             raise NonRetriableError(f"{what}: data must be a JSON object (a dict)")
         try:
+            size = len(encode_data(dict(data or {})))
+        except EventValidationError as exc:
+            raise NonRetriableError(f"{what}: {exc}") from None
+        if size > MAX_SENT_EVENT_BYTES:
+            raise NonRetriableError(
+                f"{what}: data is {size} bytes; the invoked run's event may have at most "
+                f"{MAX_SENT_EVENT_BYTES} bytes: pass a reference to large data instead"
+            )
+        try:
             delay = to_ms(timeout) if timeout is not None else MAX_WAIT_MS
         except DurationError as exc:
             raise NonRetriableError(f"{what}: {exc}") from None
@@ -227,8 +252,9 @@ class Group:
         branches is numbered by timing). All branches finish before this
         returns or raises (the first error, in branch order, is raised).
         """
+        self._driver.refuse_after_return("group.parallel(...)")
         self._driver.check_open()
-        tasks = [asyncio.ensure_future(_invoke(c)) for c in callables]
+        tasks = [asyncio.ensure_future(_branch(c, self._driver)) for c in callables]
         if not tasks:
             return ()
         self._driver.track(tasks)
@@ -253,10 +279,19 @@ class Group:
         return tuple(task.result() for task in tasks)
 
 
-async def _invoke(function: Callable[[], Awaitable[T]]) -> T:
-    value: Any = function()
-    if inspect.isawaitable(value):
-        value = await value
+async def _branch(function: Callable[[], Awaitable[T]], driver: RunDriver) -> T:
+    """One branch of ``parallel``, as a task of its own."""
+    noted = running.enter(running.UserCode(driver.run.function_id, driver.run.run_id))
+    try:
+        value: Any = function()
+        if inspect.isawaitable(value):
+            value = await value
+    except (Interrupt, asyncio.CancelledError, Exception):
+        raise
+    except BaseException as exc:  # asyncio would hand SystemExit to the loop: the worker stops
+        raise exit_error(exc, "a group.parallel branch (outside any step)") from exc
+    finally:
+        running.leave(noted)
     result: T = value
     return result
 

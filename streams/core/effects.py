@@ -14,12 +14,20 @@ through Kafka.
 
 from __future__ import annotations
 
+import json
 import traceback
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from streams.errors import StepError
 from streams.event import Event
+
+#: An error's message and stack are cut to this many characters (the start of the
+#: message, the end of the stack, where the raise is), so that a huge exception text
+#: cannot make a journal record, memo or system event too large for Kafka.
+MAX_ERROR_MESSAGE_CHARS = 16 * 1024
+MAX_ERROR_STACK_CHARS = 64 * 1024
+MAX_ERROR_NAME_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +37,18 @@ class ErrorInfo:
     name: str
     message: str
     stack: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.name) > MAX_ERROR_NAME_CHARS:
+            object.__setattr__(self, "name", self.name[:MAX_ERROR_NAME_CHARS])
+        if len(self.message) > MAX_ERROR_MESSAGE_CHARS:
+            cut = len(self.message) - MAX_ERROR_MESSAGE_CHARS
+            text = f"{self.message[:MAX_ERROR_MESSAGE_CHARS]}… ({cut} more characters cut)"
+            object.__setattr__(self, "message", text)
+        if self.stack is not None and len(self.stack) > MAX_ERROR_STACK_CHARS:
+            cut = len(self.stack) - MAX_ERROR_STACK_CHARS
+            text = f"({cut} characters cut) …{self.stack[-MAX_ERROR_STACK_CHARS:]}"
+            object.__setattr__(self, "stack", text)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
@@ -177,11 +197,18 @@ def is_terminal(effect: Effect) -> bool:
     return isinstance(effect, RunCompleted | RunFailed | RunSuspended)
 
 
+#: Encoded forms that the dict leaves out: the value beside them says the same, and
+#: carrying both would double the size of a 4 MiB output's journal record.
+_ENCODED = {"output_json": "output", "result_json": "result"}
+
+
 def effect_to_dict(effect: Effect) -> dict[str, Any]:
     """A JSON-able dict of ``effect``, tagged with its ``type``."""
     out: dict[str, Any] = {"type": effect.type}
     for f in fields(effect):
         name = f.name
+        if name in _ENCODED:
+            continue
         value = getattr(effect, name)
         if isinstance(value, ErrorInfo):
             value = value.to_dict()
@@ -208,6 +235,11 @@ _TYPES: dict[str, type[Any]] = {
 def effect_from_dict(raw: dict[str, Any]) -> Effect:
     """The inverse of :func:`effect_to_dict`."""
     values = {k: v for k, v in raw.items() if k != "type"}
+    for encoded, plain in _ENCODED.items():
+        if plain in values and encoded not in values:
+            values[encoded] = json.dumps(
+                values[plain], ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            )
     if "error" in values:
         values["error"] = ErrorInfo.from_dict(values["error"])
     if "events" in values:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from streams.clock import Clock, SystemClock
+from streams.core import running
 from streams.core.context import Context, Group, Step
 from streams.core.effects import (
     Effect,
@@ -39,7 +40,7 @@ from streams.core.effects import (
     StepWaiting,
     TerminalEffect,
 )
-from streams.core.interrupts import Abort, Interrupt, Suspend
+from streams.core.interrupts import Abort, Interrupt, Suspend, exit_error
 from streams.core.memo import Memo
 from streams.core.outputs import MAX_OUTPUT_BYTES, encode_output
 from streams.core.retry import RetryPolicy, retry_after_ms
@@ -50,6 +51,7 @@ from streams.errors import (
     RetryAfterError,
     SerializationError,
     StepError,
+    StepMisuseError,
 )
 from streams.event import Event
 
@@ -61,8 +63,9 @@ MAX_STEPS = 1000
 Handler = Callable[[Context], Awaitable[Any]]
 StepBody = Callable[[StepId], Awaitable[Any]]
 
-# The step whose body is running in this task (steps cannot be nested).
-_current_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+# The driver and readable id of the step whose body runs in this context (steps cannot
+# nest). Sync bodies get a copy of the context in their thread, so it is seen there too.
+_current_step: contextvars.ContextVar[tuple[RunDriver, str] | None] = contextvars.ContextVar(
     "steplog_current_step", default=None
 )
 _END = object()
@@ -160,6 +163,8 @@ class RunDriver:
         self._fatal: ErrorInfo | None = None
         self._closed = False
         self._cancelled = False
+        #: The handler returned or raised: no step may start any more.
+        self._returned = False
         self._flight = _Flight()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -303,8 +308,12 @@ class RunDriver:
 
         async def in_thread() -> Any:
             loop = asyncio.get_running_loop()
+            # The thread gets this context, so a step called from inside the body
+            # (through a loop of its own, or run_coroutine_threadsafe) is seen as nested.
             value = await loop.run_in_executor(
-                self.executor, functools.partial(handler, *args, **kwargs)
+                self.executor,
+                contextvars.copy_context().run,
+                functools.partial(handler, *args, **kwargs),
             )
             if inspect.isawaitable(value):  # a sync callable that returned a coroutine
                 value = await value
@@ -312,11 +321,32 @@ class RunDriver:
 
         return in_thread
 
+    def refuse_after_return(self, what: str) -> None:
+        """Raise a clear error for a step started after the handler returned.
+
+        Such a call comes from a coroutine awaited late or a task the user did not
+        await: the run is over (or about to be), so nothing it would do is recorded.
+        """
+        if not self._returned or self._cancelled:
+            return
+        message = (
+            f"{what} was called after the function returned, so it did not run and nothing "
+            "was recorded: await every step (and every task or gather that calls steps) "
+            "before the function returns"
+        )
+        self.log.warning("function %s, run %s: %s", self.run.function_id, self.run.run_id, message)
+        raise StepMisuseError(message)
+
     def _step_id(self, user_id: str) -> StepId:
         outer = _current_step.get()
-        if outer is not None:
+        if outer is not None and outer[0] is self:
             self.fail_run(
-                RuntimeError(f"step {user_id!r} was called inside step {outer!r}: steps can't nest")
+                StepMisuseError(
+                    f"step {user_id!r} was called inside the body of step {outer[1]!r}: steps "
+                    "cannot nest (a step's body is one unit that runs again on retry); call "
+                    f"{user_id!r} from the function itself, before or after {outer[1]!r}, or "
+                    "do its work inside that body without ctx.step"
+                )
             )
         if not isinstance(user_id, str) or not user_id:
             self.fail_run(TypeError(f"a step id must be a non-empty string, got {user_id!r}"))
@@ -346,6 +376,7 @@ class RunDriver:
         Unlike ``run_step`` it is allowed while another branch is suspending, so
         that ``group.parallel`` over several waits registers all of them at once.
         """
+        self.refuse_after_return(f"step.{op}({user_id!r})")
         if self._closed or self._fatal is not None:
             raise Abort()
         sid = self._step_id(user_id)
@@ -399,6 +430,7 @@ class RunDriver:
 
     async def run_step(self, user_id: str, op: str, body: StepBody) -> Any:
         """The heart of memoization: answer from the memo, or run ``body`` once."""
+        self.refuse_after_return(f"step.{op}({user_id!r})")
         self.check_open()
         sid = self._step_id(user_id)
         memo = self.memos.get(sid.hashed)
@@ -426,6 +458,13 @@ class RunDriver:
         """Fail the run for good (not retried, not catchable by user code)."""
         if self._fatal is None:
             self._fatal = ErrorInfo.from_exception(exc)
+            self.log.warning(
+                "function %s, run %s fails for good (not retried): %s: %s",
+                self.run.function_id,
+                self.run.run_id,
+                type(exc).__name__,
+                exc,
+            )
         raise Abort() from exc
 
     def not_implemented(self, what: str) -> NoReturn:
@@ -437,7 +476,8 @@ class RunDriver:
 
     async def _execute(self, sid: StepId, op: str, body: StepBody, attempt: int) -> Any:
         started = self.clock.now_ms()
-        token = _current_step.set(sid.readable)
+        token = _current_step.set((self, sid.readable))
+        noted = running.enter(running.UserCode(self.run.function_id, self.run.run_id, sid.readable))
         self._flight.enter()
         try:
             output = await body(sid)
@@ -445,8 +485,16 @@ class RunDriver:
             raise
         except Exception as exc:
             self._step_failed(sid, op, exc, attempt, started)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit ...
+            if self._cancelled:
+                raise
+            error = exit_error(exc, f"step {sid.readable!r}")
+            self._step_failed(sid, op, error, attempt, started)
         finally:
             _current_step.reset(token)
+            running.leave(noted)
             self._flight.leave()
         ended = self.clock.now_ms()
         try:
@@ -484,7 +532,8 @@ class RunDriver:
         )
         if retry_at is not None:
             self.log.info(
-                "run %s: step %r attempt %d failed (%s: %s); retrying in %.1fs",
+                "function %s, run %s: step %r attempt %d failed (%s: %s); retrying in %.1fs",
+                self.run.function_id,
                 self.run.run_id,
                 sid.readable,
                 attempt,
@@ -494,7 +543,8 @@ class RunDriver:
             )
             self._suspend("retry", retry_at, sid)
         self.log.warning(
-            "run %s: step %r failed for good after %d attempt(s): %s: %s",
+            "function %s, run %s: step %r failed for good after %d attempt(s): %s: %s",
+            self.run.function_id,
             self.run.run_id,
             sid.readable,
             attempt + 1,
@@ -537,17 +587,26 @@ class RunDriver:
     async def _main(self) -> None:
         result: Any = None
         error: Exception | None = None
+        noted = running.enter(running.UserCode(self.run.function_id, self.run.run_id))
         try:
             try:
                 result = await self.handler(self.context)
+                self._returned = True
             except Interrupt:
                 pass
             except asyncio.CancelledError:
                 if self._cancelled:
                     raise
+                self._returned = True
                 error = RuntimeError("the function was cancelled from inside its own code")
             except Exception as exc:
+                self._returned = True
                 error = exc
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit ...
+                if self._cancelled:
+                    raise
+                self._returned = True
+                error = exit_error(exc, "the function (outside any step)")
             # Steps still in flight (e.g. children of a user's asyncio.gather) finish
             # and emit their outcome before the terminal effect.
             await self._flight.idle.wait()
@@ -559,6 +618,8 @@ class RunDriver:
         except Exception as exc:  # a bug in the driver: retry the attempt, never hang
             log.exception("run %s: the driver failed", self.run.run_id)
             terminal = self._function_failed(exc)
+        finally:
+            running.leave(noted)
         self.terminal = terminal
         self._emit(terminal)
         self._end_stream()
@@ -597,7 +658,8 @@ class RunDriver:
         if retry_at is None:
             self._report_unreached()
             self.log.warning(
-                "run %s: failed for good on attempt %d: %s: %s",
+                "function %s, run %s: failed for good on attempt %d: %s: %s",
+                self.run.function_id,
                 self.run.run_id,
                 attempt,
                 info.name,
@@ -605,7 +667,8 @@ class RunDriver:
             )
         else:
             self.log.info(
-                "run %s: attempt %d failed (%s: %s); retrying",
+                "function %s, run %s: attempt %d failed (%s: %s); retrying",
+                self.run.function_id,
                 self.run.run_id,
                 attempt,
                 info.name,

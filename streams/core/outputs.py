@@ -25,13 +25,14 @@ def encode_output(value: Any, what: str, limit: int = MAX_OUTPUT_BYTES) -> tuple
     """
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError: a lone surrogate
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise SerializationError(
             f"{what} returned a value of type {type(value).__name__} that is not "
-            f"JSON-serializable ({exc}); return dicts, lists, strings, numbers, booleans "
+            f"JSON-serializable ({detail}); return dicts, lists, strings, numbers, booleans "
             "or None (for a pydantic model, return model.model_dump(mode='json'))"
         ) from None
-    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > limit:
         raise LimitExceededError(
             f"{what} returned {size} bytes of JSON; the output size limit is "

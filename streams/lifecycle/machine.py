@@ -83,6 +83,8 @@ class Limits:
     sweep_batch: int = 500
     #: Timers due within this window are kept in memory.
     timer_window_ms: int = 60_000
+    #: The largest record steplog writes (a run-history record over it is trimmed).
+    max_record_bytes: int = 8 * 1024 * 1024
 
     @property
     def sweep_every_ms(self) -> int:
@@ -568,6 +570,7 @@ class PartitionLifecycle:
                 updated_ms=now,
                 result=result,
                 error=error,
+                max_bytes=self.limits.max_record_bytes,
             )
         )
 

@@ -8,7 +8,7 @@ carries the same ids and consumers can drop the repeat.
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +17,9 @@ from streams.core.memo import Memo
 from streams.event import Event
 from streams.ids import derived_ulid, ulid_millis
 from streams.lifecycle.state import RunStatus
+from streams.serde.internal import compact_json
+
+log = logging.getLogger(__name__)
 
 NAMES: Mapping[RunStatus, tuple[str, ...]] = {
     RunStatus.COMPLETED: (topics.FINISHED,),
@@ -74,12 +77,17 @@ def history_record(
     updated_ms: int,
     result: Any = None,
     error: dict[str, Any] | None = None,
+    max_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """A ``steplog.RunHistory`` record: the run as ``steplog runs`` shows it."""
+    """A ``steplog.RunHistory`` record: the run as ``steplog runs`` shows it.
+
+    A body over ``max_bytes`` (what a record may hold) leaves out the steps'
+    outputs and errors and the result, and says so.
+    """
     steps = []
     for memo in memos:
         item = memo.to_dict()
-        out = json.dumps(item.pop("output"), separators=(",", ":"))
+        out = compact_json(item.pop("output"))
         item["output"] = (
             out if len(out) <= HISTORY_OUTPUT_CHARS else (out[:HISTORY_OUTPUT_CHARS] + "…")
         )
@@ -98,5 +106,25 @@ def history_record(
         "function_id": function_id,
         "status": status.value,
         "updated_ms": updated_ms,
-        "body": json.dumps(body, separators=(",", ":"), default=str),
+        "body": _history_body(run_id, body, max_bytes),
     }
+
+
+def _history_body(run_id: str, body: dict[str, Any], max_bytes: int | None) -> str:
+    text = compact_json(body, default=str)
+    if max_bytes is None or len(text) * 4 <= max_bytes or len(text.encode()) <= max_bytes:
+        return text
+    log.warning(
+        "run %s: its history is %d bytes, more than a record may hold: recording it "
+        "without step outputs, step errors and the result",
+        run_id,
+        len(text.encode()),
+    )
+    steps = [
+        {k: v for k, v in step.items() if k not in ("output", "error", "extra")}
+        for step in body["steps"]
+    ]
+    trimmed = {**body, "steps": steps, "trimmed": True}
+    if trimmed.get("result") is not None:
+        trimmed["result"] = "(too large for the run history)"
+    return compact_json(trimmed, default=str)

@@ -224,7 +224,7 @@ async def test_steps_cannot_nest() -> None:
     result = await testing.run_async(fn, EVENT)
     assert result.status == "failed"
     assert result.error is not None
-    assert "step 'inner' was called inside step 'outer'" in result.error.message
+    assert "step 'inner' was called inside the body of step 'outer'" in result.error.message
 
 
 async def test_logger_is_quiet_while_replaying(caplog: pytest.LogCaptureFixture) -> None:

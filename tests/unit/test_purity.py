@@ -19,6 +19,7 @@ PURE_MODULES = [
     "streams.core.memo",
     "streams.core.outputs",
     "streams.core.retry",
+    "streams.core.running",
     "streams.core.step_ids",
     "streams.app",
     "streams.cron",
