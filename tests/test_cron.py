@@ -83,9 +83,6 @@ def wait_ticks(watch: Watch, fn: str, count: int, timeout: float = 30.0) -> list
     return ticks_of(watch, fn)
 
 
-# Flaky in the full suite on the 2026-11-29 VM: Faust's table recovery after the kill can
-# stall for 30 s ("since recovery start"); run up to three times (closing note, session 4).
-@pytest.mark.flaky(reruns=2)
 def test_each_tick_starts_one_run_with_two_workers(
     settings: Settings,
     watch: Watch,

@@ -203,6 +203,18 @@ def _readme_example(block: Block) -> None:
         ]
 
 
+@check("testing-engine")
+def _testing_engine(block: Block) -> None:
+    page = block.run()  # its asserts ran
+    engine = page.engine
+    runs = {r.result["order"]: r for r in engine.runs("invoice")}
+    assert runs["o1"].step("price")["output"] == 15
+    assert runs["o1"].result == {"order": "o1", "status": "paid", "amount": 15}
+    assert [s["name"] for s in runs["o2"].steps] == ["price", "paid"]
+    finished = [e for e in engine.events if e.name == "inngest/function.finished"]
+    assert len(finished) == 2
+
+
 @check("avro-decode")
 def _avro_decode(
     block: Block,

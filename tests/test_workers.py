@@ -30,9 +30,6 @@ def app_id(unique_name: Callable[[str], str]) -> str:
     return unique_name("wrk")
 
 
-# Flaky under load since session 3 (after the second member joins, one worker may run
-# everything; Faust rebalance timing); run up to three times (closing notes, sessions 3-4).
-@pytest.mark.flaky(reruns=2)
 def test_two_workers_share_partitions_and_hand_over_runs_in_flight(
     settings: Settings,
     app_id: str,

@@ -351,7 +351,7 @@ class PartitionLifecycle:
             state.status = RunStatus.SCHEDULED
             state.persisted = True
             self.store.put(keys.run_key(run_id), "run", state.to_dict())
-            return out
+            return [*out, self._history(LiveRun(run_id, state), now)]
         # Memos without a state: a crash kept only the first writes of the record
         # that detached this run; go on from them.
         return out + self._activate(LiveRun(run_id, state, self._memos(run_id)))

@@ -209,12 +209,20 @@ class Engine:
 
     # --- the public API ---------------------------------------------------------------
 
-    def send(self, events: Event | Mapping[str, Any] | Iterable[Any]) -> list[str]:
-        """Accept events (as the event API would) and process them; return their ids."""
-        ids: list[str] = _sync(self.send_async(events))
+    def send(
+        self, events: Event | Mapping[str, Any] | Iterable[Any], *, process: bool = True
+    ) -> list[str]:
+        """Accept events (as the event API would) and process them; return their ids.
+
+        ``process=False`` only accepts them, as while no worker runs: the next call
+        that processes (:meth:`advance`, :meth:`settle`) handles them, late.
+        """
+        ids: list[str] = _sync(self.send_async(events, process=process))
         return ids
 
-    async def send_async(self, events: Event | Mapping[str, Any] | Iterable[Any]) -> list[str]:
+    async def send_async(
+        self, events: Event | Mapping[str, Any] | Iterable[Any], *, process: bool = True
+    ) -> list[str]:
         items = [events] if isinstance(events, Event | Mapping) else list(events)
         ids = []
         for item in items:
@@ -222,7 +230,8 @@ class Engine:
             accepted = accept(event, at_ms=self.clock.now_ms())
             self._append(EVENTS, accepted.key, accepted)
             ids.append(str(accepted.internal_id))
-        await self.run_until_idle()
+        if process:
+            await self.run_until_idle()
         return ids
 
     def advance(self, duration: timedelta | str | float, *, process: bool = True) -> None:

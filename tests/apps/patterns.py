@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from streams import App, Context, Event, NonRetriableError, StepError, TriggerEvent
+from streams import App, Cancel, Context, Event, NonRetriableError, StepError, TriggerEvent
 
 app = App(os.environ.get("TEST_APP_ID", "patterns"))
 #: Step bodies append a line here, so tests can count executions across processes.
@@ -139,6 +139,17 @@ async def on_fail(ctx: Context) -> str:
 )
 async def fails(ctx: Context) -> None:
     raise NonRetriableError("broken on purpose")
+
+
+@app.function(
+    fn_id="cancellable",
+    trigger=TriggerEvent(event="test/cancellable"),
+    cancel=[Cancel(event="test/cancel-it", if_exp="async.data.n == event.data.n")],
+)
+async def cancellable(ctx: Context) -> str:
+    await ctx.step.run("begin", lambda: record(f"{ctx.run_id} begin"))
+    await ctx.step.sleep("long", "1h")
+    return "not cancelled"
 
 
 # --- Crash safety, workers and retention tests ----------------------------------------
