@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
+import json
 import os
 import random
 import re
@@ -43,7 +44,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ from tests.worker_harness import (  # noqa: E402
     SYSTEM,
     Watch,
     WorkerProc,
+    committed_offsets,
     read_all,
     wait_group_stable,
 )
@@ -76,6 +78,8 @@ MIX: dict[str, tuple[str, tuple[str, ...]]] = {
     "invoke": ("soak/invoke", ("caller", "callee")),
     "flaky": ("soak/flaky", ("flaky",)),
 }
+#: function -> the name of the event on the events topic that starts its runs
+START_EVENT = {fns[0]: name for name, fns in MIX.values()} | {"responder": "soak/ask"}
 FUNCTIONS = ("steps", "sleeper", "requester", "responder", "caller", "callee", "flaky")
 #: How many times a step body runs in a run without faults (default 1).
 EXPECTED_EXECUTIONS = {("flaky", "flaky"): 2}
@@ -107,6 +111,11 @@ TABLE_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*\{([^}]*)\}\s*\|")
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def clock(ms: int) -> str:
+    """Local wall-clock time with milliseconds, as the worker logs print it."""
+    return datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S.%f")[:-3]
 
 
 # --- parameters ----------------------------------------------------------------------
@@ -158,6 +167,12 @@ class SoakWorker(WorkerProc):
         super().__init__(settings, TARGET, app_id, data_dir, BENCH_APP_ID=app_id, **env)
         self._log_from = 0
         self.pids: list[int] = []
+        #: CPU seconds of this slot's processes, each sampled just before it was signalled
+        self.cpu_used = 0.0
+
+    def sample_cpu(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.cpu_used += procs.cpu_seconds(self.proc.pid)
 
     def start(self, *, wait: bool = True, timeout: float = 90.0) -> SoakWorker:
         self._log_from = self.log.stat().st_size if self.log.exists() else 0
@@ -265,6 +280,16 @@ class Load(threading.Thread):
         self.join(30)
 
 
+@dataclass
+class LoadResult:
+    """What the load sent (kept in run.json, so a soak can be analysed again)."""
+
+    sent: list[Sent]
+    unacked: list[str]
+    started_ms: int
+    stopped_ms: int
+
+
 def expected_runs(sent: Iterable[Sent]) -> set[tuple[str, str]]:
     """(function, event id) of every run the sent events must produce."""
     return {(fn, s.id) for s in sent for fn in MIX[s.kind][1]}
@@ -312,6 +337,16 @@ class Truth:
     started: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     #: run id -> the event it started for (as the start record has it)
     run_event: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: run id -> (time, status) of its last run-state record in the changelog
+    state_last: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: event id -> when the router first wrote its dedup entry (it routed the event)
+    dedup: dict[str, int] = field(default_factory=dict)
+    #: (event name, soak id) -> the id of that event on the events topic
+    event_ids: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (events partition, offset) -> event id
+    events_at: dict[tuple[int, int], str] = field(default_factory=dict)
+    #: topic -> partition -> the workers' group's committed offset after the soak
+    committed: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
 def slug_fn(app_id: str, slug: str) -> str:
@@ -339,8 +374,22 @@ def read_truth(settings: Settings, app_id: str) -> Truth:
     for msg in read_all(settings, settings.topic("events"), timeout=120):
         key = (msg.key() or b"").decode(errors="replace")
         truth.events.setdefault(key, (msg.partition(), msg.offset(), msg.timestamp()[1]))
+        truth.events_at[(msg.partition(), msg.offset())] = key
+        with contextlib.suppress(Exception):  # not every record need be ours
+            e = decode(msg.value())
+            truth.event_ids.setdefault((e.name, str(e.data.get("soak"))), key)
+    group = f"steplog-{app_id}"
+    truth.committed[settings.topic("events")] = committed_offsets(
+        settings, group, settings.topic("events")
+    )
+    for msg in read_all(settings, settings.topic(f"{group}-router-dedup-changelog"), timeout=120):
+        key = (msg.key() or b"").decode(errors="replace")
+        if msg.value() and (key.startswith("g") or key.startswith("d")):
+            event_id = key.split("|", 1)[1] if key.startswith("g") else key[1:]
+            truth.dedup.setdefault(event_id, msg.timestamp()[1])
     for fn in FUNCTIONS:
         base = settings.topic(f"steplog-{app_id}-fn-{fn}")
+        truth.committed[base] = committed_offsets(settings, group, base)
         for msg in read_all(settings, base, timeout=120):
             if not msg.value():
                 continue
@@ -366,6 +415,8 @@ def read_truth(settings: Settings, app_id: str) -> Truth:
             if msg.value() and key.startswith(b"r"):
                 run = key[1:].decode()
                 truth.state_written[run] = min(truth.state_written.get(run, ts), ts)
+                status = str(STATE.decode(msg.value())[1].get("status"))
+                truth.state_last[run] = max(truth.state_last.get(run, (ts, status)), (ts, status))
             if msg.value() and key.startswith(b"m"):
                 _, body, _ = STATE.decode(msg.value())
                 if body.get("status") == "completed":
@@ -429,15 +480,19 @@ class WorkerLog:
     path: Path
     lines: list[str]
     assignments: list[Assignment]
+    #: (time, pid, line) of every line that starts with a time stamp
+    entries: list[tuple[int, int, str]]
 
     @classmethod
     def read(cls, slot: int, path: Path) -> WorkerLog:
         lines = path.read_text(errors="replace").splitlines() if path.exists() else []
         assignments: list[Assignment] = []
+        entries: list[tuple[int, int, str]] = []
         current: Assignment | None = None
         for line in lines:
             m = LOG_LINE.match(line)
             if m:
+                entries.append((log_ms(m.group(1)), int(m.group(2)), line))
                 current = None
                 if "Setting newly assigned partitions" in m.group(4):
                     current = Assignment(int(m.group(2)), log_ms(m.group(1)), {})
@@ -446,7 +501,7 @@ class WorkerLog:
             row = TABLE_ROW.match(line)
             if current is not None and row:
                 current.topics[row.group(1)] = parse_parts(row.group(2))
-        return cls(slot, path, lines, assignments)
+        return cls(slot, path, lines, assignments, entries)
 
     def owned(self, pid: int, at_ms: int) -> dict[str, set[int]]:
         """What ``pid`` was last assigned at or before ``at_ms``."""
@@ -472,15 +527,49 @@ class WorkerLog:
         return [ln for ln in self.lines if needle in ln][:limit]
 
 
-def owner_of(logs: list[WorkerLog], topic: str, partition: int, at_ms: int) -> str:
-    """Which worker process (slot/pid) was last assigned ``topic[partition]`` by ``at_ms``."""
-    best: tuple[int, str] | None = None
+def owner(logs: list[WorkerLog], topic: str, partition: int, at_ms: int) -> tuple[int, int] | None:
+    """(slot, pid) of the process last assigned ``topic[partition]`` by ``at_ms``."""
+    best: tuple[int, int, int] | None = None
     for log in logs:
         for a in log.assignments:
             mine = partition in a.topics.get(topic, set())
             if mine and a.at_ms <= at_ms and (best is None or a.at_ms >= best[0]):
-                best = (a.at_ms, f"w{log.slot} pid {a.pid}")
-    return best[1] if best else "nobody (no assignment logged)"
+                best = (a.at_ms, log.slot, a.pid)
+    return (best[1], best[2]) if best else None
+
+
+def owner_of(logs: list[WorkerLog], topic: str, partition: int, at_ms: int) -> str:
+    found = owner(logs, topic, partition, at_ms)
+    return f"w{found[0]} pid {found[1]}" if found else "nobody (no assignment logged)"
+
+
+#: Worker log lines that tell how a partition changed hands.
+TIMELINE = (
+    "Revoking previously assigned",
+    "Setting newly assigned",
+    "Resuming flow",
+    "Seek stream partitions",
+    "no committed offset",
+    "Signal received",
+    "[^Worker]: Ready",
+)
+
+
+def timeline(
+    logs: list[WorkerLog], topic: str, partition: int, at_ms: int, window_ms: int = 8000
+) -> list[str]:
+    """What the owner of ``topic[partition]`` at ``at_ms`` logged about hand-overs around it."""
+    found = owner(logs, topic, partition, at_ms)
+    if found is None:
+        return []
+    slot, pid = found
+    mentions = (f"{topic}:{partition}:", f"{topic}[{partition}]")
+    out = []
+    for ms, line_pid, line in logs[slot].entries:
+        near = line_pid == pid and abs(ms - at_ms) <= window_ms
+        if near and (any(m in line for m in TIMELINE) or any(m in line for m in mentions)):
+            out.append(f"w{slot} {line.strip()[:220]}")
+    return out[:16]
 
 
 # --- figures ---------------------------------------------------------------------------
@@ -538,6 +627,8 @@ class Report:
     drain_s: float = 0.0
     load_s: float = 0.0
     cpu_busy: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    cpu_wall: float = 0.0
     evidence: list[str] = field(default_factory=list)
     t0_ms: int = 0
 
@@ -593,6 +684,11 @@ class Report:
             f"parameters: {p.text()}",
             f"load ran {self.load_s:.0f}s, drain {self.drain_s:.0f}s; machine CPU busy "
             f"{self.cpu_busy:.0%} of {os.cpu_count()} cores over load+drain",
+            "CPU over load+drain: "
+            + ", ".join(
+                f"{n} {c:.0f}s ({c / max(self.cpu_wall, 1e-9):.0%})" for n, c in self.cpu.items()
+            )
+            + " (a worker's CPU is sampled just before it is signalled)",
             "",
             f"events sent (acknowledged) {self.sent}, not acknowledged {self.unacked}",
             f"runs expected {self.expected}: finished {self.finished} (completed), failed "
@@ -642,7 +738,8 @@ class Report:
             every = f"{r.all_s:.2f}s" if r.all_s is not None else "-"
             stalled = f" STALLED {r.stalled}" if r.stalled else ""
             lines.append(
-                f"  #{f.n} {f.kind} w{f.slot} pid {f.pid} at +{(f.at_ms - self.t0_ms) / 1000:.1f}s"
+                f"  #{f.n} {f.kind} w{f.slot} pid {f.pid} at {clock(f.at_ms)} "
+                f"(+{(f.at_ms - self.t0_ms) / 1000:.1f}s)"
                 f" exit {(f.exited_ms - f.at_ms) / 1000:.1f}s ready "
                 f"{(f.ready_ms - f.at_ms) / 1000:.1f}s (pid {f.new_pid}): held {r.held} "
                 f"partitions, first {first}, all {every} ({r.slowest}), re-executed "
@@ -688,7 +785,7 @@ def analyse(
     ledger: list[Execution],
     logs: list[WorkerLog],
     faults: list[Fault],
-    load: Load,
+    load: LoadResult,
     settings: Settings,
     calm_until_ms: int,
 ) -> None:
@@ -726,7 +823,7 @@ def analyse(
     for e in ledger:
         by_run[e.run_id].append(e)
     for f in timed_out:
-        report.reply_details.append(reply_text(f, truth, logs, settings, app_id, report.t0_ms))
+        report.reply_details.append(reply_text(f, truth, logs, settings, app_id))
     kind_of = {s.id: s.kind for s in load.sent}
     duplicated: dict[str, dict[str, set[str]]] = defaultdict(dict)
     for (fn, soak), ids in sorted(runs_of.items()):
@@ -744,7 +841,7 @@ def analyse(
         if not ids and not any(e.soak == soak and e.fn == fn for e in ledger):
             report.lost.append(f"{fn} {soak}")
         report.unfinished.append(
-            unfinished_text(fn, soak, ids, truth, by_run, logs, settings, app_id, report.t0_ms)
+            unfinished_text(fn, soak, ids, truth, by_run, logs, settings, app_id)
         )
 
     per_fault_list = reexecutions(report, truth, ledger, faults)
@@ -783,7 +880,7 @@ def reexecutions(
         cause = f"fault #{faults[i].n}" if i >= 0 else "no fault before it"
         what = (
             f"{e.fn} run {e.run_id} step {e.step!r}: pid {before[-2].pid} then pid {e.pid} "
-            f"at +{(e.at_ms - report.t0_ms) / 1000:.1f}s ({cause})"
+            f"at {clock(e.at_ms)} ({cause})"
         )
         report.reexecuted.append(what)
         if i < 0:
@@ -797,13 +894,13 @@ def reexecutions(
         if durable is not None and durable[0] < e.at_ms:
             state = truth.state_written.get(e.run_id)
             had_state = (
-                f"its run state was first written at +{(state - report.t0_ms) / 1000:.1f}s"
+                f"its run state was first written at {clock(state)}"
                 if state is not None
                 else "its run state was never written"
             )
             report.reexecuted_durable.append(
                 f"{what}: its completion was durable {(e.at_ms - durable[0]) / 1000:.2f}s before"
-                f" ({durable[1]} at +{(durable[0] - report.t0_ms) / 1000:.1f}s; {had_state})"
+                f" ({durable[1]} at {clock(durable[0])}; {had_state})"
             )
         elif finish_ms.get(e.run_id, 1 << 62) < e.at_ms:
             report.reexecuted_after_finish += 1
@@ -969,28 +1066,25 @@ def duplicate_text(
 
 
 def reply_text(
-    f: Finish, truth: Truth, logs: list[WorkerLog], settings: Settings, app_id: str, t0: int
+    f: Finish, truth: Truth, logs: list[WorkerLog], settings: Settings, app_id: str
 ) -> str:
     """A requester whose wait timed out: when it waited, when its reply was sent."""
 
-    def rel(ms: int) -> str:
-        return f"+{(ms - t0) / 1000:.1f}s"
-
     recs = [r for r in truth.journal if r.run_id == f.run_id]
     kinds = [
-        f"{r.kind}{'/' + str(r.body.get('type')) if r.kind == 'effect' else ''}@{rel(r.ts)}"
+        f"{r.kind}{'/' + str(r.body.get('type')) if r.kind == 'effect' else ''}@{clock(r.ts)}"
         for r in recs
     ]
     where = truth.run_partition.get(f.run_id)
     answers = [x for x in truth.finishes if x.fn == "responder" and x.soak == f.soak]
-    answered = ", ".join(f"responder {x.run_id} finished {rel(x.ts)}" for x in answers)
+    answered = ", ".join(f"responder {x.run_id} finished {clock(x.ts)}" for x in answers)
     owner = ""
     if where and recs:
         journal = settings.topic(f"steplog-{app_id}-fn-requester")
         owner = f", requester[{where[1]}] held by {owner_of(logs, journal, where[1], recs[0].ts)}"
     return (
         f"requester {f.run_id} for {f.soak}: journal {kinds}{owner}; "
-        f"{answered or 'no responder finished'}; timed out {rel(f.ts)}"
+        f"{answered or 'no responder finished'}; timed out {clock(f.ts)}"
     )
 
 
@@ -1003,34 +1097,56 @@ def unfinished_text(
     logs: list[WorkerLog],
     settings: Settings,
     app_id: str,
-    t0: int,
 ) -> str:
-    def rel(ms: int) -> str:
-        return f"+{(ms - t0) / 1000:.1f}s"
-
-    ev = truth.events.get(soak)
-    where = f"event in events[{ev[0]}]@{ev[1]} at {rel(ev[2])}" if ev else "derived event"
-    if ev:
-        where += f", partition held by {owner_of(logs, settings.topic('events'), ev[0], ev[2])}"
-    if not ids:
-        return f"{fn} {soak} ({where}): no start record"
-    out = []
+    """What Kafka, the ledger and the worker logs say about an expected run that never ended."""
+    events = settings.topic("events")
+    event_id = truth.event_ids.get((START_EVENT.get(fn, ""), soak))
+    ev = truth.events.get(event_id) if event_id else None
+    lines = []
+    if not ids and ev is None:
+        return f"{fn} {soak}: no start record (the run that would start it never got there)"
+    if not ids and ev is not None:
+        p, o, ts = ev
+        routed = truth.dedup.get(str(event_id))
+        head = f"{fn} {soak}: no start record; its event is events[{p}]@{o}, sent {clock(ts)}, "
+        head += f"partition held by {owner_of(logs, events, p, ts)}; "
+        head += f"routed {clock(routed)}" if routed else "never routed (no dedup entry)"
+        near = []
+        for d in (-1, 1):
+            other = truth.events_at.get((p, o + d))
+            if other:
+                at = truth.dedup.get(other)
+                near.append(f"@{o + d} routed {clock(at)}" if at else f"@{o + d} not routed")
+        head += f" ({', '.join(near)})" if near else ""
+        done = truth.committed.get(events, {}).get(p)
+        if done is not None:
+            head += f"; the group committed events[{p}] up to {done}"
+            head += " (past it)" if done > o else ""
+        lines += [head, *timeline(logs, events, p, ts)]
     journal = settings.topic(f"steplog-{app_id}-fn-{fn}")
     for rid in sorted(ids):
         recs = [r for r in truth.journal if r.run_id == rid]
-        steps = [f"{e.step}@{rel(e.at_ms)}/pid {e.pid}" for e in by_run.get(rid, [])]
-        text = f"run {rid}: steps {steps or 'none'}"
+        steps = [f"{e.step}@{clock(e.at_ms)}/pid {e.pid}" for e in by_run.get(rid, [])]
+        text = f"{fn} {soak} run {rid}: steps {steps or 'none'}"
+        state = truth.state_last.get(rid)
+        text += f"; last run state {state[1]!r} at {clock(state[0])}" if state else "; no run state"
         if recs:
-            last = recs[-1]
+            first, last = recs[0], recs[-1]
             kind = last.kind + (f"/{last.body.get('type')}" if last.kind == "effect" else "")
-            owner = owner_of(logs, journal, last.partition, last.ts)
             text += (
                 f"; journal {[r.kind for r in recs]}, last {kind} {fn}[{last.partition}]"
-                f"@{last.offset} at {rel(last.ts)} (partition held by {owner} then,"
-                f" by {owner_of(logs, journal, last.partition, 1 << 62)} at the end)"
+                f"@{last.offset} at {clock(last.ts)} (partition held by "
+                f"{owner_of(logs, journal, last.partition, last.ts)} then, by "
+                f"{owner_of(logs, journal, last.partition, 1 << 62)} at the end)"
             )
-        out.append(text)
-    return f"{fn} {soak} ({where}): " + "; ".join(out)
+            done = truth.committed.get(journal, {}).get(last.partition)
+            if done is not None:
+                text += f"; the group committed {fn}[{last.partition}] up to {done}"
+                text += " (past it)" if done > last.offset else ""
+            lines += [text, *timeline(logs, journal, first.partition, first.ts)]
+        else:
+            lines.append(text + "; no journal record")
+    return "\n      ".join(lines)
 
 
 def evidence(logs: list[WorkerLog], faults: list[Fault]) -> list[str]:
@@ -1047,8 +1163,13 @@ def evidence(logs: list[WorkerLog], faults: list[Fault]) -> list[str]:
 # --- the run -------------------------------------------------------------------------
 
 
-def run_soak(settings: Settings, out_dir: Path, params: Params) -> Report:
-    """Run the soak against the broker of ``settings`` and return its report."""
+def run_soak(
+    settings: Settings, out_dir: Path, params: Params, broker_pid: int | None = None
+) -> Report:
+    """Run the soak against the broker of ``settings`` and return its report.
+
+    ``broker_pid`` (when known) adds the broker's CPU to the report.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     app_id = f"soak-{uuid.uuid4().hex[:6]}"
     settings = settings.model_copy(
@@ -1081,6 +1202,9 @@ def run_soak(settings: Settings, out_dir: Path, params: Params) -> Report:
         )
         watch = Watch(settings, *SYSTEM)
         busy0, wall0 = procs.machine_busy(), time.monotonic()
+        workers0 = sum(procs.cpu_seconds(w.pid) for w in slots)
+        own0 = procs.cpu_seconds(os.getpid())
+        broker0 = procs.cpu_seconds(broker_pid) if broker_pid else 0.0
         load.start()
         report.t0_ms = now_ms()
         deadline = time.monotonic() + params.duration
@@ -1115,9 +1239,17 @@ def run_soak(settings: Settings, out_dir: Path, params: Params) -> Report:
                 break
             time.sleep(1.0)
         report.drain_s = time.monotonic() - t_drain
-        report.cpu_busy = (procs.machine_busy() - busy0) / (
-            (time.monotonic() - wall0) * (os.cpu_count() or 1)
-        )
+        wall = time.monotonic() - wall0
+        busy = procs.machine_busy() - busy0
+        report.cpu_busy = busy / (wall * (os.cpu_count() or 1))
+        for w in slots:
+            w.sample_cpu()
+        report.cpu = {"workers": sum(w.cpu_used for w in slots) - workers0}
+        report.cpu["soak process (load, watch)"] = procs.cpu_seconds(os.getpid()) - own0
+        if broker_pid:
+            report.cpu["broker"] = procs.cpu_seconds(broker_pid) - broker0
+        report.cpu["other"] = max(busy - sum(report.cpu.values()), 0.0)
+        report.cpu_wall = wall
     finally:
         for w in slots:
             if w.proc and w.proc.poll() is None:
@@ -1128,14 +1260,70 @@ def run_soak(settings: Settings, out_dir: Path, params: Params) -> Report:
             load.stop()
         if watch is not None:
             watch.close()
-    truth = read_truth(settings, app_id)
-    logs = [WorkerLog.read(i, w.log) for i, w in enumerate(slots)]
-    analyse(report, truth, read_ledger(ledger), logs, faults, load, settings, calm_until)
+    result = LoadResult(load.sent, load.unacked, load.started_ms, load.stopped_ms)
+    run = {
+        "bootstrap": settings.resolved_bootstrap(),
+        "topic_prefix": settings.topic_prefix,
+        "app_id": app_id,
+        "params": asdict(params),
+        "faults": [asdict(f) for f in faults],
+        "load": asdict(result),
+        "calm_until_ms": calm_until,
+        "report": {k: getattr(report, k) for k in RUN_FIELDS},
+    }
+    (out_dir / "run.json").write_text(json.dumps(run))
+    return analysed(report, settings, out_dir, faults, result, calm_until)
+
+
+#: Report fields measured while the soak ran (the rest comes from the analysis).
+RUN_FIELDS = ("t0_ms", "load_s", "drain_s", "cpu_busy", "cpu", "cpu_wall")
+
+
+def analysed(
+    report: Report,
+    settings: Settings,
+    out_dir: Path,
+    faults: list[Fault],
+    load: LoadResult,
+    calm_until: int,
+) -> Report:
+    truth = read_truth(settings, report.app_id)
+    logs = [
+        WorkerLog.read(i, out_dir / f"w{i}" / "worker.log") for i in range(report.params.workers)
+    ]
+    ledger = read_ledger(out_dir / "ledger.txt")
+    analyse(report, truth, ledger, logs, faults, load, settings, calm_until)
     return report
+
+
+def reanalyse(out_dir: Path) -> Report:
+    """Analyse a finished soak again from its run.json (its broker must still hold the topics)."""
+    run = json.loads((out_dir / "run.json").read_text())
+    raw = run["params"]
+    params = Params(**{**raw, "interval": tuple(raw["interval"])})
+    settings = Settings(
+        bootstrap_servers=run["bootstrap"],
+        topic_prefix=run["topic_prefix"],
+        partitions=params.partitions,
+        data_dir=out_dir,
+    )
+    report = Report(params, out_dir, run["app_id"], machine())
+    for key, value in run["report"].items():
+        setattr(report, key, value)
+    faults = [Fault(**f) for f in run["faults"]]
+    raw_load = run["load"]
+    load = LoadResult(
+        [Sent(**x) for x in raw_load["sent"]],
+        raw_load["unacked"],
+        raw_load["started_ms"],
+        raw_load["stopped_ms"],
+    )
+    return analysed(report, settings, out_dir, faults, load, run["calm_until_ms"])
 
 
 def fault(worker: SoakWorker, slot: int, n: int, kind: str) -> Fault:
     """Signal ``worker`` (SIGKILL, or SIGTERM and wait for it to stop), then restart it."""
+    worker.sample_cpu()
     f = Fault(n, kind, slot, worker.pid, now_ms())
     if kind == "SIGKILL":
         worker.kill()
@@ -1173,7 +1361,13 @@ def main() -> None:
     parser.add_argument("--out", help="output dir (default: a new one under /tmp)")
     parser.add_argument("--kafka-data-dir", help="use the broker `steplog kafka start` runs there")
     parser.add_argument("--bootstrap", help="use this broker")
+    parser.add_argument(
+        "--analyse", metavar="DIR", help="only analyse again the soak whose output dir is DIR"
+    )
     args = parser.parse_args()
+    if args.analyse:
+        print(reanalyse(Path(args.analyse)).text(), flush=True)
+        return
     base = Params.quick() if args.quick else Params()
     overrides: dict[str, Any] = {
         "rate": args.rate,
@@ -1190,7 +1384,7 @@ def main() -> None:
     print(f"output dir (worker logs, ledger): {out}", flush=True)
     with procs.broker(args.bootstrap, args.kafka_data_dir, out) as b:
         settings = Settings(bootstrap_servers=b.bootstrap, topic_prefix="", partitions=6)
-        report = run_soak(settings, out, params)
+        report = run_soak(settings, out, params, b.pid)
     print(report.text(), flush=True)
 
 
