@@ -17,13 +17,22 @@ appends a line to a ledger file, so executions are counted across processes.
 
 Figures (see :class:`Report`): runs expected / finished / lost / unfinished,
 finished records vs distinct run ids, duplicate runs (a second run id for one
-(function, event)), steps executed more than once (attributed to the most recent
-fault before the re-execution), and progress after each fault, measured per
-journal partition of the faulted worker (the definition is printed with the
-figures). Exit code 0 always; a PASS/FAIL line compares with the targets.
+(function, event)), steps executed more than once (each re-execution attributed
+to the fault that ended the process that ran the step before, or else to the most
+recent fault), and progress after each fault, measured per journal partition of
+the faulted worker (the definition is printed with the figures). Unfinished and
+duplicated runs come with their evidence: where their event and journal records
+are, whether the router routed the event, what the group committed, and the
+hand-over lines the owning worker logged around them. Exit code 0 always; a
+PASS/FAIL line compares with the targets.
+
+The interval between faults counts from the moment the last restarted worker
+was ready. run.json in the output dir keeps what the analysis needs, so
+``--analyse DIR`` analyses a finished soak again (its broker must still run).
 
 Usage: .venv/bin/python bench/soak.py [--quick | --kills N] [--rate 20] [--duration 600]
-       [--seed 1] [--kafka-data-dir DIR | --bootstrap HOST:PORT] [--out DIR]
+       [--seed 1] [--workers 3] [--kafka-data-dir DIR | --bootstrap HOST:PORT] [--out DIR]
+       .venv/bin/python bench/soak.py --analyse DIR
 """
 
 from __future__ import annotations
@@ -750,6 +759,9 @@ class Report:
             lines += [f"  {d}" for d in self.duplicate_details[:15]]
         if self.unfinished:
             lines += ["unfinished runs:", *(f"  {u}" for u in self.unfinished[:20])]
+        if self.reexecuted:
+            lines.append("re-executed steps (first 12):")
+            lines += [f"  {x}" for x in self.reexecuted[:12]]
         if self.reply_details:
             lines += [
                 "request-reply waits that timed out:",
