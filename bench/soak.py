@@ -702,7 +702,7 @@ class Report:
             f"events sent (acknowledged) {self.sent}, not acknowledged {self.unacked}",
             f"runs expected {self.expected}: finished {self.finished} (completed), failed "
             f"{self.failed}, cancelled {self.cancelled}",
-            f"  lost (no finished record, no start record, no step executed): {len(self.lost)}",
+            f"  lost (no finished record, no run state, no step executed): {len(self.lost)}",
             f"  still not finished after the drain (lost included): {len(self.unfinished)}",
             f"  request-reply waits that timed out: {self.reply_timeouts}; invokes that "
             f"failed or timed out: {self.invoke_errors} (not targets: they finished)",
@@ -850,7 +850,8 @@ def analyse(
     # --- unfinished and lost ------------------------------------------------------------
     for fn, soak in sorted(expected - set(status)):
         ids = runs_of.get((fn, soak), set())
-        if not ids and not any(e.soak == soak and e.fn == fn for e in ledger):
+        began = any(rid in truth.state_last for rid in ids)
+        if not began and not any(e.soak == soak and e.fn == fn for e in ledger):
             report.lost.append(f"{fn} {soak}")
         report.unfinished.append(
             unfinished_text(fn, soak, ids, truth, by_run, logs, settings, app_id)
