@@ -547,6 +547,19 @@ def owner(logs: list[WorkerLog], topic: str, partition: int, at_ms: int) -> tupl
     return (best[1], best[2]) if best else None
 
 
+def next_owner(
+    logs: list[WorkerLog], topic: str, partition: int, at_ms: int
+) -> tuple[int, int, int] | None:
+    """(time, slot, pid) of the first assignment of ``topic[partition]`` after ``at_ms``."""
+    found = [
+        (a.at_ms, log.slot, a.pid)
+        for log in logs
+        for a in log.assignments
+        if a.at_ms > at_ms and partition in a.topics.get(topic, set())
+    ]
+    return min(found) if found else None
+
+
 def owner_of(logs: list[WorkerLog], topic: str, partition: int, at_ms: int) -> str:
     found = owner(logs, topic, partition, at_ms)
     return f"w{found[0]} pid {found[1]}" if found else "nobody (no assignment logged)"
@@ -1157,6 +1170,14 @@ def unfinished_text(
                 text += f"; the group committed {fn}[{last.partition}] up to {done}"
                 text += " (past it)" if done > last.offset else ""
             lines += [text, *timeline(logs, journal, first.partition, first.ts)]
+            if state is None:  # the next owner should have applied the start record
+                after = next_owner(logs, journal, first.partition, first.ts)
+                if after is not None:
+                    lines.append(
+                        f"next assigned {fn}[{first.partition}]: w{after[1]} pid {after[2]} "
+                        f"at {clock(after[0])}"
+                    )
+                    lines += timeline(logs, journal, first.partition, after[0] + 1)
         else:
             lines.append(text + "; no journal record")
     return "\n      ".join(lines)
