@@ -62,10 +62,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agents.functions import RUN_RECORDS  # noqa: E402
 from agents.store import STATE  # noqa: E402
 from bench import procs  # noqa: E402
 from streams import Client, decode  # noqa: E402
+from streams.lifecycle.records import ENVELOPE as RUN_RECORDS  # noqa: E402
 from streams.routing import run_id as derived_run_id  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from tests.worker_harness import (  # noqa: E402
