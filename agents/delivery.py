@@ -71,11 +71,22 @@ class Cursors:
     #: replay marks.
     committed: dict[Hashable, int | None] = field(default_factory=dict)
     skipped_unpositioned: int = 0
+    #: Partitions with records skipped before they were positioned.
+    unpositioned: set[Hashable] = field(default_factory=set)
 
-    def position(self, tp: Hashable, offset: int) -> None:
-        """``tp`` (re)starts at ``offset``: after an assignment's seek, or a seek of ours."""
+    def position(self, tp: Hashable, offset: int) -> bool:
+        """``tp`` (re)starts at ``offset``: after an assignment's seek, or a seek of ours.
+
+        True if records of ``tp`` were skipped before: the consumer read them after
+        its seek and before this call, so it must seek to ``offset`` again (else a
+        partition that gets no later record would never read them).
+        """
         self.expected[tp] = offset
         self.gap_at.pop(tp, None)
+        if tp in self.unpositioned:
+            self.unpositioned.discard(tp)
+            return True
+        return False
 
     def forget(self, tps: Iterable[Hashable]) -> None:
         """Partitions revoked: their start is unknown until the next assignment's seek."""
@@ -84,6 +95,7 @@ class Cursors:
             self.gap_at.pop(tp, None)
             self.sought.discard(tp)
             self.committed.pop(tp, None)
+            self.unpositioned.discard(tp)
 
     def begin_batch(self) -> None:
         self.sought.clear()
@@ -94,6 +106,7 @@ class Cursors:
         expected = self.expected.get(tp)
         if expected is None:
             self.skipped_unpositioned += 1
+            self.unpositioned.add(tp)
             return Verdict.SKIP
         if offset == expected:
             self.gap_at.pop(tp, None)
@@ -133,20 +146,24 @@ def install(app: Any) -> Cursors:
     async def seek_to_committed_positioned() -> Mapping[Any, int]:
         committed: Mapping[Any, int] = await seek_to_committed()
         fresh = []
+        again: dict[Any, int] = {}
         for tp, offset in committed.items():
             if tp.topic in changelogs:
                 continue
             cursors.committed[tp] = offset if offset is not None and offset > 0 else None
             if offset is None or offset <= 0:
                 fresh.append(tp)
-            else:
-                cursors.position(tp, offset)
+            elif cursors.position(tp, offset):
+                again[tp] = offset
         if fresh:
             starts = await consumer.earliest_offsets(*fresh)
             await consumer._thread.seek_wait({tp: int(starts.get(tp) or 0) for tp in fresh})
             for tp in fresh:
-                cursors.position(tp, int(starts.get(tp) or 0))
+                if cursors.position(tp, int(starts.get(tp) or 0)):
+                    again[tp] = int(starts.get(tp) or 0)
             log.info("no committed offset: reading %d partition(s) from the start", len(fresh))
+        if again:  # read between the seek and now, and skipped: read them again
+            await consumer._thread.seek_wait(again)
         return committed
 
     async def on_partitions_revoked(tps: set[Any]) -> None:

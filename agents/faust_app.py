@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 
@@ -19,6 +19,15 @@ from streams.settings import Settings
 from streams.topics import consumer_group
 
 log = logging.getLogger(__name__)
+
+
+class HeldWrites(Protocol):
+    """State writes held back until what they depend on is delivered."""
+
+    async def drained(self) -> None: ...
+
+    def waiting_for(self) -> str | None: ...
+
 
 #: RocksDB sized for a 2-core, 24 GiB machine with tens of partitions open:
 #: faust's defaults (~2 GiB block cache, 3 x 64 MiB write buffers per partition
@@ -102,7 +111,7 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
 def complete_flush_before_commit(
     app: faust.App,
     *,
-    before: Sequence[Callable[[], Awaitable[None]]] = (),
+    before: Sequence[HeldWrites] = (),
     timeout: float = 30.0,
 ) -> None:
     """Make the producer flush Faust does before committing offsets wait for table writes.
@@ -116,7 +125,8 @@ def complete_flush_before_commit(
     buffer is empty and its task has handed the last write to the Kafka client, whose
     own flush then waits for delivery. Order is kept: the buffer's task still sends.
     ``before`` are awaited first: state writes held back until what they depend on
-    is delivered (``agents.store.Outbox.drained``).
+    is delivered (``agents.store.Outbox``); one that takes long is logged with what
+    it waits for.
     """
     producer = app.producer
     buffer: Any = producer.buffer  # faust internals: _send_pending is not typed
@@ -136,11 +146,22 @@ def complete_flush_before_commit(
     async def complete_flush() -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         for held in before:
-            try:
-                await asyncio.wait_for(held(), max(deadline - asyncio.get_running_loop().time(), 0))
-            except TimeoutError:
-                log.warning("state writes still held back after %.0fs; flushing anyway", timeout)
-                break
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                try:
+                    await asyncio.wait_for(held.drained(), min(max(left, 0), 5.0))
+                    break
+                except TimeoutError:
+                    what = held.waiting_for()
+                    if left <= 5.0:
+                        log.warning(
+                            "state writes still held back after %.0fs, waiting for %s; "
+                            "flushing anyway",
+                            timeout,
+                            what,
+                        )
+                        break
+                    log.warning("state writes held back for 5s more, waiting for %s", what)
         while (buffer.size or in_flight) and buffer.state == "running":
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("table writes still buffered after %.0fs; flushing anyway", timeout)

@@ -164,17 +164,17 @@ class FunctionRuntime:
             elif isinstance(cmd, Release):
                 self._release(cmd.run, stop=cmd.stop)
             elif isinstance(cmd, Announce):
-                outbox.send(await self.emitter.announce(cmd.event))
+                outbox.send(await self.emitter.announce(cmd.event), cmd.event.name)
             elif isinstance(cmd, SendEvent):
-                outbox.send(await self.emitter.send_event(cmd.event))
+                outbox.send(await self.emitter.send_event(cmd.event), cmd.event.name)
             elif isinstance(cmd, Journal):
                 sent = await self._journal(cmd)
                 if sent is not None:
-                    outbox.send(sent)
+                    outbox.send(sent, f"{type(cmd.record).__name__} to {cmd.function}")
             elif isinstance(cmd, Register):
-                outbox.send(await self.waits.register(cmd.wait))
+                outbox.send(await self.waits.register(cmd.wait), f"wait {cmd.wait.key}")
             elif isinstance(cmd, Unregister):
-                outbox.send(await self.waits.unregister(cmd.key))
+                outbox.send(await self.waits.unregister(cmd.key), f"wait {cmd.key} removal")
             elif isinstance(cmd, History):
                 self.emitter.history(cmd.record)
 

@@ -53,6 +53,8 @@ class _Unit:
     """What handling one journal record sent, and the state writes it made."""
 
     sends: list[asyncio.Future[Any]] = field(default_factory=list)
+    #: What each send was (for the log when one takes long).
+    labels: list[str] = field(default_factory=list)
     writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
     #: Set once the writes are delivered to the changelog.
     durable: asyncio.Event = field(default_factory=asyncio.Event)
@@ -80,8 +82,18 @@ class Outbox:
         self._empty = asyncio.Event()
         self._empty.set()
 
-    def send(self, future: asyncio.Future[Any]) -> None:
+    def send(self, future: asyncio.Future[Any], label: str) -> None:
+        future.add_done_callback(_log_failure)
         self.current.sends.append(future)
+        self.current.labels.append(label)
+
+    def waiting_for(self) -> str | None:
+        """What the oldest held-back unit still waits for (None: nothing is held back)."""
+        if not self.sealed:
+            return None
+        unit = self.sealed[0]
+        pending = [label for f, label in zip(unit.sends, unit.labels, strict=True) if not f.done()]
+        return ", ".join(pending) or "nothing (about to be released)"
 
     def write(self, partition: int, key: bytes, value: bytes | None) -> None:
         self.current.writes.append((partition, key, value))
@@ -117,9 +129,6 @@ class Outbox:
                 self._waiting = pending
                 pending.add_done_callback(self._release)
                 return
-            for fut in unit.sends:
-                if not fut.cancelled() and fut.exception() is not None:
-                    log.error("a send the state depends on failed: %r", fut.exception())
             delivered = [
                 self.table.send_changelog(partition, key, value)
                 for partition, key, value in unit.writes
@@ -130,6 +139,13 @@ class Outbox:
             else:
                 unit.durable.set()
         self._empty.set()
+
+
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    # A send that failed does not hold its unit's writes back: every commit would
+    # wait for it. Say so; the run's state is then written without what it sent.
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("a send that a state write waited for failed: %r", fut.exception())
 
 
 def _when_all(futures: list[Any], then: Any) -> None:

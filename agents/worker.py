@@ -167,7 +167,7 @@ class Worker:
             else None
         )
         outboxes = [runtime.outbox for runtime in self.runtimes.values()]
-        complete_flush_before_commit(self.faust, before=[box.drained for box in outboxes])
+        complete_flush_before_commit(self.faust, before=outboxes)
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)
         self.faust.task(self._timer_loop)

@@ -77,3 +77,13 @@ def test_revoked_partitions_wait_for_their_next_assignment() -> None:
     assert deliver(cursors, [2]) == []
     cursors.position(TP, 1)
     assert deliver(cursors, [1, 2]) == [1, 2]
+
+
+def test_records_skipped_before_positioning_make_the_partition_seek_again() -> None:
+    """Read after the assignment's seek but before the cursor knew its start: a quiet
+    partition would never read them again, so positioning asks for another seek."""
+    cursors = Cursors()
+    assert deliver(cursors, [7, 8]) == []
+    assert cursors.position(TP, 7) is True  # seek to 7 again
+    assert deliver(cursors, [7, 8]) == [7, 8]
+    assert cursors.position(("events", 1), 0) is False  # nothing skipped there
