@@ -30,13 +30,18 @@ offset it must hand over next (:class:`Cursors`, pure and unit-tested):
 * a record the streams did not take (the flow stopped for a rebalance while it
   waited) leaves the expected offset where it was.
 
-Nothing is acknowledged that was not handed over, so the commit never passes a
-record that no agent processed. Changelog partitions are left to Faust's table
-recovery, which positions them itself.
+Nothing is acknowledged that was not handed over, and a commit never passes a
+record that no agent processed: Faust computes the offset to commit from the
+acknowledged ones and lets it pass a missing offset right at the committed one (and
+any missing offsets when it knows no committed offset); :func:`install` holds such
+a commit back instead (and logs it: it would mean a record was not handed over).
+Changelog partitions are left to Faust's table recovery, which positions them
+itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +78,10 @@ class Cursors:
     skipped_unpositioned: int = 0
     #: Partitions with records skipped before they were positioned.
     unpositioned: set[Hashable] = field(default_factory=set)
+    #: Where each partition was last positioned (below it: committed, or not in the log).
+    start: dict[Hashable, int] = field(default_factory=dict)
+    #: Gaps accepted since the last :meth:`take_gaps` (offsets not in the log).
+    gaps: list[tuple[Hashable, int, int]] = field(default_factory=list)
 
     def position(self, tp: Hashable, offset: int) -> bool:
         """``tp`` (re)starts at ``offset``: after an assignment's seek, or a seek of ours.
@@ -82,6 +91,7 @@ class Cursors:
         partition that gets no later record would never read them).
         """
         self.expected[tp] = offset
+        self.start[tp] = offset
         self.gap_at.pop(tp, None)
         if tp in self.unpositioned:
             self.unpositioned.discard(tp)
@@ -96,6 +106,17 @@ class Cursors:
             self.sought.discard(tp)
             self.committed.pop(tp, None)
             self.unpositioned.discard(tp)
+            self.start.pop(tp, None)
+
+    def unposition(self, tps: Iterable[Hashable]) -> None:
+        """A seek of the partitions is under way: skip their records until it is done.
+
+        Their commit floor stays: what is acknowledged meanwhile must not be committed
+        past a record below it that is not.
+        """
+        for tp in tps:
+            self.expected.pop(tp, None)
+            self.gap_at.pop(tp, None)
 
     def begin_batch(self) -> None:
         self.sought.clear()
@@ -124,6 +145,7 @@ class Cursors:
                 offset,
             )
             del self.gap_at[tp]
+            self.gaps.append((tp, expected, offset))
             self.expected[tp] = offset
             return Verdict.DELIVER
         self.gap_at[tp] = offset
@@ -132,6 +154,13 @@ class Cursors:
 
     def delivered(self, tp: Hashable, offset: int) -> None:
         self.expected[tp] = offset + 1
+
+    def commit_floor(self, tp: Hashable, committed: int | None) -> int | None:
+        """The lowest offset of ``tp`` a commit must have seen processed first."""
+        start = self.start.get(tp)
+        if committed is None:
+            return start
+        return committed if start is None else max(committed, start)
 
 
 def install(app: Any) -> Cursors:
@@ -143,7 +172,18 @@ def install(app: Any) -> Cursors:
     seek_to_committed = consumer.seek_to_committed
     revoked = consumer.on_partitions_revoked
 
+    positioning = asyncio.Lock()
+
     async def seek_to_committed_positioned() -> Mapping[Any, int]:
+        # Faust may seek twice at once (after a rebalance, and from a fetch while the
+        # flow is stopped): one positioning at a time, and while it runs the
+        # partitions count as unpositioned, so whatever is read meanwhile is skipped
+        # and read again after the seek that follows.
+        async with positioning:
+            cursors.unposition(tp for tp in consumer.assignment() if tp.topic not in changelogs)
+            return await position_all()
+
+    async def position_all() -> Mapping[Any, int]:
         committed: Mapping[Any, int] = await seek_to_committed()
         fresh = []
         again: dict[Any, int] = {}
@@ -170,6 +210,34 @@ def install(app: Any) -> Cursors:
         cursors.forget(tps)
         await revoked(tps)
 
+    new_offset = consumer._new_offset
+    held_back: dict[Any, tuple[int, int]] = {}
+
+    def commit_offset(tp: Any) -> int | None:
+        """Faust's next offset to commit, unless a record below it was not processed."""
+        if tp.topic not in changelogs:
+            acked = consumer._acked.get(tp)
+            floor = cursors.commit_floor(tp, consumer._committed_offset.get(tp))
+            if acked and floor is not None:
+                lowest = min(acked)
+                gap = consumer._gap.get(tp)
+                if gap:
+                    lowest = min(lowest, gap.begin())
+                if lowest > floor:
+                    if held_back.get(tp) != (floor, lowest):
+                        held_back[tp] = (floor, lowest)
+                        log.warning(
+                            "%s: not committing past %d: offsets %d to %d were not processed",
+                            tp,
+                            floor,
+                            floor,
+                            lowest - 1,
+                        )
+                    return None
+        held_back.pop(tp, None)
+        offset: int | None = new_offset(tp)
+        return offset
+
     async def drain_messages(fetcher: Any) -> None:
         callback = consumer.callback
         commit_every = consumer._commit_every
@@ -190,6 +258,9 @@ def install(app: Any) -> Cursors:
                         verdict = Verdict.DELIVER
                     else:
                         verdict = cursors.admit(tp, offset)
+                        while cursors.gaps:  # offsets not in the log count as processed
+                            gap_tp, first, end = cursors.gaps.pop()
+                            consumer._gap[gap_tp].addi(first, end)
                     if verdict is Verdict.SKIP:
                         continue
                     if verdict is Verdict.SEEK:
@@ -216,4 +287,5 @@ def install(app: Any) -> Cursors:
     consumer.seek_to_committed = seek_to_committed_positioned
     consumer.on_partitions_revoked = on_partitions_revoked
     consumer._drain_messages = drain_messages
+    consumer._new_offset = commit_offset
     return cursors

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
@@ -52,6 +53,10 @@ from streams.lifecycle import (
 from streams.waits import Wait
 
 log = logging.getLogger(__name__)
+
+#: A partition whose resume marker was not read this long after it was sent gets it
+#: again (its timers fire and its runs resume only once it is read).
+RESUME_AGAIN_S = 5.0
 
 
 class Emitter(Protocol):
@@ -111,6 +116,8 @@ class FunctionRuntime:
         self.inline_budget = inline_budget_s
         self.outbox = Outbox(table)
         self.parts: dict[int, PartitionLifecycle] = {}
+        #: partition -> (token, monotonic time sent) of resume markers not applied yet.
+        self.resuming: dict[int, tuple[str, float]] = {}
         faust.agent(topic, name=f"steplog-fn-{fn.fn_id}")(self._agent)
 
     def lifecycle(self, partition: int, resume_token: str | None = None) -> PartitionLifecycle:
@@ -259,11 +266,26 @@ class FunctionRuntime:
     # --- timers and rebalances --------------------------------------------------------
 
     async def fire_due(self, now: int) -> None:
-        """Send the wake-ups (and sweeps) that are due in this worker's partitions."""
+        """Send the wake-ups (and sweeps) that are due in this worker's partitions; send
+        a resume marker again that was not applied within :data:`RESUME_AGAIN_S`."""
         for life in list(self.parts.values()):
             for cmd in life.fire_due(now):
                 if isinstance(cmd, Journal):
                     await self._journal(cmd)
+        if self.resuming:
+            mono = time.monotonic()
+            for p, (token, sent) in list(self.resuming.items()):
+                waiting = self.parts.get(p)
+                if waiting is None or waiting.ready or waiting.resume_token != token:
+                    del self.resuming[p]
+                elif mono - sent > RESUME_AGAIN_S:
+                    log.warning(
+                        "%s[%s]: resume marker not read after %.0fs; sending it again",
+                        self.slug,
+                        p,
+                        mono - sent,
+                    )
+                    await self._send_resume(p, token)
 
     async def send_resume(self, partitions: set[int]) -> None:
         """Ask the agent to resume partitions once it has read up to this point."""
@@ -272,8 +294,12 @@ class FunctionRuntime:
             token = uuid.uuid4().hex
             self.parts.pop(p, None)
             self.lifecycle(p, resume_token=token)
-            marker = records.encode(records.Resume(token), now_ms())
-            await self.topic.send(key=b"", value=marker, partition=p, force=True)
+            await self._send_resume(p, token)
+
+    async def _send_resume(self, partition: int, token: str) -> None:
+        self.resuming[partition] = (token, time.monotonic())
+        marker = records.encode(records.Resume(token), now_ms())
+        await self.topic.send(key=b"", value=marker, partition=partition, force=True)
 
     def revoke(self, partitions: Iterable[int]) -> None:
         """Stop runs of partitions this worker lost; their new owner resumes them."""

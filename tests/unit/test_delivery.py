@@ -87,3 +87,28 @@ def test_records_skipped_before_positioning_make_the_partition_seek_again() -> N
     assert cursors.position(TP, 7) is True  # seek to 7 again
     assert deliver(cursors, [7, 8]) == [7, 8]
     assert cursors.position(("events", 1), 0) is False  # nothing skipped there
+
+
+def test_the_commit_floor_is_the_higher_of_the_committed_offset_and_the_start() -> None:
+    cursors = Cursors()
+    assert cursors.commit_floor(TP, None) is None
+    cursors.position(TP, 5)
+    assert cursors.commit_floor(TP, None) == 5  # never committed: from where it was read
+    assert cursors.commit_floor(TP, 9) == 9
+    assert cursors.commit_floor(TP, 3) == 5  # the log starts at 5
+    cursors.begin_batch()
+    assert cursors.admit(TP, 8) is Verdict.SEEK
+    assert cursors.admit(TP, 8) is Verdict.SKIP  # the rest of the batch
+    cursors.begin_batch()
+    assert cursors.admit(TP, 8) is Verdict.DELIVER  # 5..7 are not in the log
+    assert cursors.gaps == [(TP, 5, 8)]
+
+
+def test_a_partition_being_sought_again_skips_its_records_and_keeps_its_floor() -> None:
+    cursors = Cursors()
+    cursors.position(TP, 4)
+    assert deliver(cursors, [4, 5]) == [4, 5]
+    cursors.unposition([TP])
+    assert deliver(cursors, [6]) == []  # read while the seek runs: skipped...
+    assert cursors.commit_floor(TP, None) == 4  # ...and nothing above 4 commits unseen
+    assert cursors.position(TP, 4) is True  # ...and read again after it
