@@ -1,42 +1,48 @@
-"""Helpers shared by the CLI modules: settings with overrides, one-line errors."""
+"""Helpers shared by the CLI modules: consoles, settings with overrides, one-line errors."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from streams.errors import StreamsError
+from streams.errors import ConfigError, StreamsError
 from streams.settings import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, with the command's explicit options on top."""
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid STEPLOG_* settings: {exc}") from None
     update = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
-        update["data_dir"] = data_dir
+        update["data_dir"] = data_dir.expanduser().resolve()
     return settings.model_copy(update=update) if update else settings
 
 
-def friendly_errors(func: F) -> F:
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn a StreamsError into one red line and exit code 1 (no traceback)."""
 
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except StreamsError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

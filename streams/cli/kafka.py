@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 
-from streams.errors import ConfigError, StreamsError
+from streams.cli._common import console, err_console, friendly_errors, load_settings
 from streams.kafka import admin, local
-from streams.settings import Settings
 
 app = typer.Typer(no_args_is_help=True)
 topics_app = typer.Typer(no_args_is_help=True)
-
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 DataDir = Annotated[
     Path | None,
@@ -35,33 +24,8 @@ DataDir = Annotated[
 ]
 
 
-def fail_cleanly(func: Callable[P, R]) -> Callable[P, R]:
-    """Print a StreamsError as one red line and exit 1 (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except StreamsError as exc:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def load_settings(data_dir: Path | None = None) -> Settings:
-    """Settings from the environment, with ``--data-dir`` over STEPLOG_DATA_DIR."""
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid STEPLOG_* settings: {exc}") from None
-    if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir.expanduser().resolve()})
-    return settings
-
-
 @app.command("start")
-@fail_cleanly
+@friendly_errors
 def start_cmd(
     data_dir: DataDir = None,
     port: Annotated[
@@ -102,7 +66,7 @@ def start_cmd(
 
 
 @app.command("status")
-@fail_cleanly
+@friendly_errors
 def status_cmd(data_dir: DataDir = None) -> None:
     """Say whether the local broker runs, and where (exit code 0 if it runs, 3 if not)."""
     settings = load_settings(data_dir)
@@ -121,7 +85,7 @@ def status_cmd(data_dir: DataDir = None) -> None:
 
 
 @app.command("stop")
-@fail_cleanly
+@friendly_errors
 def stop_cmd(
     data_dir: DataDir = None,
     grace: Annotated[
@@ -137,7 +101,7 @@ def stop_cmd(
 
 
 @topics_app.command("create")
-@fail_cleanly
+@friendly_errors
 def create_cmd(
     data_dir: DataDir = None,
     partitions: Annotated[

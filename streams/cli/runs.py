@@ -16,6 +16,7 @@ from rich.table import Table
 from streams.cli._common import console, friendly_errors, load_settings
 from streams.errors import StreamsError
 from streams.settings import Settings
+from streams.topics import Topics
 
 runs_app = typer.Typer(no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="steplog's data directory")]
@@ -26,7 +27,7 @@ def history_topics(settings: Settings, app_id: str | None) -> list[str]:
     from confluent_kafka.admin import AdminClient
 
     if app_id:
-        return [settings.topic(f"steplog-{app_id}-runs")]
+        return [Topics(settings.topic_prefix, app_id).runs]
     pattern = re.compile(re.escape(settings.topic("steplog-")) + r".+-runs$")
     meta = AdminClient(settings.kafka_config()).list_topics(timeout=10)
     return sorted(name for name in meta.topics if pattern.match(name))

@@ -15,6 +15,7 @@ import typer
 
 from streams.cli._common import console, err_console, friendly_errors, load_settings
 from streams.errors import ConfigError
+from streams.topics import consumer_group
 
 DEFAULT_EXAMPLE = "examples.shop:app"
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="steplog's data directory")]
@@ -90,7 +91,7 @@ def worker(
     assert isinstance(app, App)
     console.print(
         f"worker for app {app.app_id!r} ({len(app.functions)} functions) "
-        f"-> Kafka {settings.resolved_bootstrap()}, group steplog-{app.app_id}"
+        f"-> Kafka {settings.resolved_bootstrap()}, group {consumer_group(app.app_id)}"
     )
     run_worker(app, settings, loglevel=loglevel)
 

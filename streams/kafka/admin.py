@@ -24,22 +24,14 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._metadata import ClusterMetadata
 from confluent_kafka.cimpl import NewTopic
 
+from streams import topics
 from streams.errors import ConfigError, KafkaUnavailableError, StreamsError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: steplog's fixed topics, before ``settings.topic_prefix`` (see DESIGN "Kafka layout").
-CORE_TOPICS: tuple[str, ...] = (
-    "events",
-    "events.dlq",
-    "inngest.function.finished",
-    "inngest.function.failed",
-    "inngest.function.cancelled",
-    # Run cancellations asked for by `steplog runs cancel` and DELETE /v1/runs/{id}:
-    # {"run_id": ...} as JSON, keyed by run id; every app's router reads it.
-    "steplog.cancellations",
-)
+CORE_TOPICS: tuple[str, ...] = topics.CORE
 #: Room for the record batch header and headers on top of the largest record.
 RECORD_OVERHEAD_BYTES = 64 * 1024
 

@@ -17,8 +17,8 @@ from confluent_kafka import KafkaException, Producer
 
 from streams.errors import KafkaUnavailableError, StreamsError
 from streams.settings import Settings
+from streams.topics import CANCELLATIONS
 
-TOPIC = "steplog.cancellations"
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
@@ -50,7 +50,8 @@ def request_cancel(
             errors.append(str(err))
 
     try:
-        producer.produce(settings.topic(TOPIC), value, key=run.encode(), on_delivery=delivered)
+        topic = settings.topic(CANCELLATIONS)
+        producer.produce(topic, value, key=run.encode(), on_delivery=delivered)
         left = producer.flush(timeout)
     except KafkaException as exc:
         raise KafkaUnavailableError(f"could not write the cancellation of {run}: {exc}") from exc
