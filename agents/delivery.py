@@ -43,12 +43,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: A seek of ours that takes longer than this is given up (the next rebalance or gap
+#: check seeks again); the fetch loop must never wait on one for long.
+SEEK_TIMEOUT_S = 10.0
 
 
 class Verdict(Enum):
@@ -197,14 +201,29 @@ def install(app: Any) -> Cursors:
                 again[tp] = offset
         if fresh:
             starts = await consumer.earliest_offsets(*fresh)
-            await consumer._thread.seek_wait({tp: int(starts.get(tp) or 0) for tp in fresh})
+            await seek({tp: int(starts.get(tp) or 0) for tp in fresh})
             for tp in fresh:
                 if cursors.position(tp, int(starts.get(tp) or 0)):
                     again[tp] = int(starts.get(tp) or 0)
             log.info("no committed offset: reading %d partition(s) from the start", len(fresh))
         if again:  # read between the seek and now, and skipped: read them again
-            await consumer._thread.seek_wait(again)
+            await seek(again)
         return committed
+
+    async def seek(positions: dict[Any, int]) -> bool:
+        """Seek partitions and wait until the consumer has the positions; a partition a
+        rebalance took away meanwhile is passed over (its next owner positions it).
+        False if the seek did not complete."""
+        assigned = consumer.assignment()
+        positions = {tp: offset for tp, offset in positions.items() if tp in assigned}
+        if not positions:
+            return True
+        try:
+            await asyncio.wait_for(consumer._thread.seek_wait(positions), SEEK_TIMEOUT_S)
+        except Exception as exc:  # a rebalance in between, a stopping consumer
+            log.warning("seeking %s did not complete: %r", sorted(positions), exc)
+            return False
+        return True
 
     async def on_partitions_revoked(tps: set[Any]) -> None:
         cursors.forget(tps)
@@ -238,6 +257,41 @@ def install(app: Any) -> Cursors:
         offset: int | None = new_offset(tp)
         return offset
 
+    app_ = consumer.app
+
+    async def fetch(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        """One fetched batch, partitions taken in turn; records not handed over are
+        sought back to, never left behind the consumer's position.
+
+        Faust's ``getmany`` drops a batch that arrives while the flow is stopped, and
+        the records of a partition paused meanwhile, and counts on its seek to the
+        committed offsets to read them again; that seek does not cover changelog
+        partitions, so a batch dropped while a table recovery reads them lost their
+        records and the recovery waited for them forever ("No event received for
+        active tp ... since recovery start").
+        """
+        records, active = await consumer._wait_next_records(timeout)
+        if not records or consumer.should_stop:
+            return
+        generation = app_.consumer_generation_id
+        left: dict[Any, int] = {}
+        if consumer.flow_active:
+            buffered = consumer._buffered_partitions
+            for tp, record in consumer.scheduler.iterate(records):
+                if app_.consumer_generation_id != generation:
+                    return  # a rebalance: the assignment positions every partition again
+                if not consumer.flow_active or not (
+                    active is None or tp in active or tp in buffered
+                ):
+                    left.setdefault(tp, record.offset)
+                    continue
+                app_.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
+                yield tp, consumer._to_message(tp, record)
+        else:
+            left = {tp: batch[0].offset for tp, batch in records.items() if batch}
+        if left:
+            await seek(left)
+
     async def drain_messages(fetcher: Any) -> None:
         callback = consumer.callback
         commit_every = consumer._commit_every
@@ -247,7 +301,7 @@ def install(app: Any) -> Cursors:
         suspend_flow = consumer.suspend_flow
         try:
             while not (consumer_stopped() or fetcher_stopped()):
-                batch = consumer.getmany(timeout=1.0)
+                batch = fetch(1.0)
                 await consumer.sleep(0)
                 if consumer.should_stop:
                     continue
@@ -266,7 +320,8 @@ def install(app: Any) -> Cursors:
                     if verdict is Verdict.SEEK:
                         expected = cursors.expected[tp]
                         log.info("%s: read %d, expected %d: seeking back", tp, offset, expected)
-                        await consumer._thread.seek_wait({tp: expected})
+                        if not await seek({tp: expected}):
+                            cursors.gap_at.pop(tp, None)  # not sought: check the gap again
                         read_offset[tp] = expected
                         continue
                     if commit_every is not None and consumer._n_acked >= commit_every:

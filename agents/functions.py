@@ -30,6 +30,7 @@ from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from agents.store import Outbox, RocksRunStore
+from agents.watchdog import dump_tasks
 from streams.app import Function
 from streams.clock import now_ms
 from streams.core import RetryPolicy, RunInput
@@ -116,8 +117,9 @@ class FunctionRuntime:
         self.inline_budget = inline_budget_s
         self.outbox = Outbox(table)
         self.parts: dict[int, PartitionLifecycle] = {}
-        #: partition -> (token, monotonic time sent) of resume markers not applied yet.
-        self.resuming: dict[int, tuple[str, float]] = {}
+        #: partition -> (token, monotonic time first sent, times sent) of resume markers
+        #: not applied yet.
+        self.resuming: dict[int, tuple[str, float, int]] = {}
         faust.agent(topic, name=f"steplog-fn-{fn.fn_id}")(self._agent)
 
     def lifecycle(self, partition: int, resume_token: str | None = None) -> PartitionLifecycle:
@@ -274,18 +276,20 @@ class FunctionRuntime:
                     await self._journal(cmd)
         if self.resuming:
             mono = time.monotonic()
-            for p, (token, sent) in list(self.resuming.items()):
+            for p, (token, first, times) in list(self.resuming.items()):
                 waiting = self.parts.get(p)
                 if waiting is None or waiting.ready or waiting.resume_token != token:
                     del self.resuming[p]
-                elif mono - sent > RESUME_AGAIN_S:
+                elif mono - first > RESUME_AGAIN_S * times:
                     log.warning(
                         "%s[%s]: resume marker not read after %.0fs; sending it again",
                         self.slug,
                         p,
-                        mono - sent,
+                        mono - first,
                     )
-                    await self._send_resume(p, token)
+                    if times == 3:
+                        dump_tasks(f"{self.slug}[{p}] has not resumed for {mono - first:.0f}s")
+                    await self._send_resume(p, token, first, times + 1)
 
     async def send_resume(self, partitions: set[int]) -> None:
         """Ask the agent to resume partitions once it has read up to this point."""
@@ -296,8 +300,10 @@ class FunctionRuntime:
             self.lifecycle(p, resume_token=token)
             await self._send_resume(p, token)
 
-    async def _send_resume(self, partition: int, token: str) -> None:
-        self.resuming[partition] = (token, time.monotonic())
+    async def _send_resume(
+        self, partition: int, token: str, first: float | None = None, times: int = 1
+    ) -> None:
+        self.resuming[partition] = (token, time.monotonic() if first is None else first, times)
         marker = records.encode(records.Resume(token), now_ms())
         await self.topic.send(key=b"", value=marker, partition=partition, force=True)
 

@@ -18,10 +18,12 @@ joins again once the loop runs).
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import sys
 import threading
 import time
+import traceback
 
 from streams.core import running
 
@@ -108,3 +110,21 @@ class LoopWatchdog:
         if code is None:
             return f"code outside any run (at {where})"
         return f"{code.describe()} (at {where})"
+
+
+def dump_tasks(reason: str) -> None:
+    """Log the stack of every asyncio task of the running loop and of every thread.
+
+    Called when a partition stays stuck (see ``FunctionRuntime.fire_due``), so the log
+    shows what the worker was doing: the sign of a stall, with its evidence.
+    """
+    lines = [f"what this worker is doing ({reason}):"]
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(limit=12, file=out)
+        lines.append(f"--- task {task.get_name()}\n{out.getvalue().rstrip()}")
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame, limit=12)).rstrip()
+        lines.append(f"--- thread {names.get(ident, ident)}\n{stack}")
+    log.warning("\n".join(lines))
