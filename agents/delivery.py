@@ -173,12 +173,31 @@ def install(app: Any) -> Cursors:
     cursors = Cursors()
     # changelog topic -> table, filled as tables are declared (after this call too)
     changelogs = app.tables._changelogs
-    seek_to_committed = consumer.seek_to_committed
     revoked = consumer.on_partitions_revoked
+
+    async def committed_and_seek() -> dict[Any, int | None]:
+        """aiokafka's ``seek_to_committed`` in one request: it asks the coordinator for
+        each partition's committed offset in turn (1.3 s for 70 partitions here, on
+        every rebalance); this fetches them all at once, then seeks as it does."""
+        aio = consumer._thread._ensure_consumer()
+        partitions = list(aio._subscription.assigned_partitions())
+        found = await aio._coordinator.fetch_committed_offsets(partitions)
+        out: dict[Any, int | None] = {}
+        for tp in partitions:
+            meta = found.get(tp)
+            offset = meta.offset if meta is not None and meta.offset != -1 else None
+            out[tp] = offset
+            if offset and offset > 0:
+                aio._fetcher.seek_to(tp, offset)
+        return out
+
+    async def seek_to_committed() -> Mapping[Any, int | None]:
+        result: Mapping[Any, int | None] = await consumer._thread.call_thread(committed_and_seek)
+        return result
 
     positioning = asyncio.Lock()
 
-    async def seek_to_committed_positioned() -> Mapping[Any, int]:
+    async def seek_to_committed_positioned() -> Mapping[Any, int | None]:
         # Faust may seek twice at once (after a rebalance, and from a fetch while the
         # flow is stopped): one positioning at a time, and while it runs the
         # partitions count as unpositioned, so whatever is read meanwhile is skipped
@@ -187,8 +206,8 @@ def install(app: Any) -> Cursors:
             cursors.unposition(tp for tp in consumer.assignment() if tp.topic not in changelogs)
             return await position_all()
 
-    async def position_all() -> Mapping[Any, int]:
-        committed: Mapping[Any, int] = await seek_to_committed()
+    async def position_all() -> Mapping[Any, int | None]:
+        committed = await seek_to_committed()
         fresh = []
         again: dict[Any, int] = {}
         for tp, offset in committed.items():

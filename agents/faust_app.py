@@ -91,7 +91,8 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
         # A worker killed with SIGKILL holds its partitions until its session
         # expires: keep that short so the others take over quickly.
         broker_session_timeout=settings.session_timeout_ms / 1000,
-        broker_heartbeat_interval=1.0,
+        # Members learn of a rebalance (another worker left) at their next heartbeat.
+        broker_heartbeat_interval=0.5,
         broker_commit_every=2_000,
         producer_linger=0.0005,
         producer_max_request_size=settings.max_record_bytes + 65536,

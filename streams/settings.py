@@ -84,9 +84,11 @@ class Settings(BaseSettings):
     #: read again after a crash (harmless: re-deliveries start no second run).
     commit_interval_ms: float = Field(default=500.0, gt=0)
     #: How long the broker keeps a silent worker in the consumer group. A worker killed
-    #: with SIGKILL holds its partitions until then, so it is short; brokers refuse
-    #: values outside group.min/max.session.timeout.ms (6 s to 30 min by default).
-    session_timeout_ms: float = Field(default=10_000.0, ge=1_000, le=90_000)
+    #: with SIGKILL holds its partitions until then, so it is the shortest brokers take
+    #: by default (group.min.session.timeout.ms, 6 s; they refuse values outside
+    #: group.min/max.session.timeout.ms). Heartbeats go every half second from the consumer's
+    #: own thread, so a busy or blocked event loop does not miss them.
+    session_timeout_ms: float = Field(default=6_000.0, ge=1_000, le=90_000)
     #: A worker logs a warning (naming the step) when its event loop is blocked this
     #: long, e.g. by an async step body that calls time.sleep; 0 turns the check off.
     loop_block_warn_ms: float = Field(default=1_000.0, ge=0)
