@@ -56,8 +56,10 @@ class _Unit:
     #: What each send was (for the log when one takes long).
     labels: list[str] = field(default_factory=list)
     writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
-    #: Set once the writes are delivered to the changelog.
+    #: Set once the writes are delivered to the changelog (tracked only when watched:
+    #: a detached run's forwarder waits for it).
     durable: asyncio.Event = field(default_factory=asyncio.Event)
+    watched: bool = False
 
 
 class Outbox:
@@ -83,7 +85,6 @@ class Outbox:
         self._empty.set()
 
     def send(self, future: asyncio.Future[Any], label: str) -> None:
-        future.add_done_callback(_log_failure)
         self.current.sends.append(future)
         self.current.labels.append(label)
 
@@ -105,6 +106,7 @@ class Outbox:
         journaled effect must not be durable before the state that says the run went
         on (else a crash re-runs the run from its start, and the step again).
         """
+        self.current.watched = True
         return self.current.durable
 
     def seal(self) -> None:
@@ -129,23 +131,30 @@ class Outbox:
                 self._waiting = pending
                 pending.add_done_callback(self._release)
                 return
+            for fut, label in zip(unit.sends, unit.labels, strict=True):
+                failure = _failure(fut)
+                if failure is not None:
+                    # It does not hold the writes back: every commit would wait for it.
+                    log.error(
+                        "sending %s, which state writes waited for, failed: %r", label, failure
+                    )
             delivered = [
                 self.table.send_changelog(partition, key, value)
                 for partition, key, value in unit.writes
             ]
             self.sealed.popleft()
-            if delivered:
+            if delivered and unit.watched:
                 _when_all(delivered, unit.durable.set)
             else:
                 unit.durable.set()
         self._empty.set()
 
 
-def _log_failure(fut: asyncio.Future[Any]) -> None:
-    # A send that failed does not hold its unit's writes back: every commit would
-    # wait for it. Say so; the run's state is then written without what it sent.
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("a send that a state write waited for failed: %r", fut.exception())
+def _failure(fut: asyncio.Future[Any]) -> BaseException | None:
+    try:
+        return None if fut.cancelled() else fut.exception()
+    except asyncio.InvalidStateError:  # not done (should not happen: checked before)
+        return None
 
 
 def _when_all(futures: list[Any], then: Any) -> None:

@@ -283,9 +283,14 @@ class PartitionLifecycle:
 
     def fire_due(self, now: int) -> list[Command]:
         """Wake-ups (and a retention sweep) that are due: records for the journal."""
-        if not self.ready:
-            return []
         timers = self.timers
+        if not self.ready or (
+            now < timers.next_sweep_ms
+            and not timers.fired
+            and (not timers.heap or timers.heap[0][0] > now)
+            and timers.loaded_until_ms >= now + self.limits.timer_window_ms // 2
+        ):
+            return []  # nothing due (checked every few ms: kept cheap)
         window = self.limits.timer_window_ms
         if timers.needs_loading(now, window):
             until = now + window
@@ -331,17 +336,20 @@ class PartitionLifecycle:
             event=rec.event,
             invoker=rec.invoker,
         )
-        event = Event.model_validate(rec.event)
         not_before = rec.not_before or 0
         timeouts = self.fn.timeouts
         if timeouts is not None and timeouts.start is not None:
-            waited = now - max(accepted_ms(event), not_before)
+            waited = now - max(accepted_ms(Event.model_validate(rec.event)), not_before)
             if waited > to_ms(timeouts.start):
                 log.info("run %s of %s: not started within its start timeout", run_id, self.slug)
                 return self._finish(
                     LiveRun(run_id, state), RunStatus.CANCELLED, now, error=CANCELLED_ERROR
                 )
-        out = self._listen_for_cancels(run_id, key, event, now)
+        out = (
+            self._listen_for_cancels(run_id, key, Event.model_validate(rec.event), now)
+            if self.fn.cancel
+            else []
+        )
         if timeouts is not None and timeouts.finish is not None:
             due = max(now, not_before) + to_ms(timeouts.finish)
             self._set_timer(due, run_id, TimerKind.TIMEOUT, key)
@@ -352,9 +360,14 @@ class PartitionLifecycle:
             state.persisted = True
             self.store.put(keys.run_key(run_id), "run", state.to_dict())
             return [*out, self._history(LiveRun(run_id, state), now)]
-        # Memos without a state: a crash kept only the first writes of the record
-        # that detached this run; go on from them.
-        return out + self._activate(LiveRun(run_id, state, self._memos(run_id)))
+        # Memos without a state: a crash kept only the first writes of the record that
+        # persisted this run; go on from them. Such a record was not committed, so it
+        # is read again before this assignment's resume marker: only then is there
+        # anything to look for.
+        memos: dict[str, Memo] = {}
+        if not self.ready and next(self.store.scan_keys(keys.memo_prefix(run_id)), None):
+            memos = self._memos(run_id)
+        return out + self._activate(LiveRun(run_id, state, memos))
 
     def _listen_for_cancels(self, run_id: str, key: str, event: Event, now: int) -> list[Command]:
         """Register the function's Cancel rules for this run."""
