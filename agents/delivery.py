@@ -11,7 +11,10 @@ starts above the committed offset: Faust takes the difference for a gap and acks
 it, sets the read offset past it, and then drops the records the seek fetches
 again as already read. The commit passes them and they are never processed: an
 accepted event with no run, a wake-up that never comes. Records delivered to a
-stream buffer that a rebalance then clears move the read offset in the same way.
+stream buffer that a rebalance then clears move the read offset in the same way:
+Faust empties the streams' queues at every ``flow_control.resume()``, and the last
+one of a rebalance comes *after* its seek to the committed offsets, so what was
+handed over between that seek and the end of the rebalance is dropped.
 
 :func:`install` replaces that loop with one that keeps, per stream partition, the
 offset it must hand over next (:class:`Cursors`, pure and unit-tested):
@@ -28,7 +31,11 @@ offset it must hand over next (:class:`Cursors`, pure and unit-tested):
   is the same one again (the offsets in between are not in the log: retention,
   compaction or transaction markers);
 * a record the streams did not take (the flow stopped for a rebalance while it
-  waited) leaves the expected offset where it was.
+  waited) leaves the expected offset where it was;
+* no stream record is handed over while the app is rebalancing (Faust's
+  ``app.rebalancing``, set when a rebalance starts, cleared after its last
+  ``flow_control.resume()``): such records are sought back to and read again after
+  it. Changelog records go on flowing: table recovery reads them meanwhile.
 
 Nothing is acknowledged that was not handed over, and a commit never passes a
 record that no agent processed: Faust computes the offset to commit from the
@@ -49,6 +56,10 @@ from enum import Enum
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: How often the fetch loop looks again whether a rebalance has ended, while it holds
+#: back the stream records it fetched meanwhile.
+REBALANCE_POLL_S = 0.02
 
 #: A seek of ours that takes longer than this is given up (the next rebalance or gap
 #: check seeks again); the fetch loop must never wait on one for long.
@@ -294,6 +305,7 @@ def install(app: Any) -> Cursors:
             return
         generation = app_.consumer_generation_id
         left: dict[Any, int] = {}
+        held = False
         if consumer.flow_active:
             buffered = consumer._buffered_partitions
             for tp, record in consumer.scheduler.iterate(records):
@@ -304,12 +316,20 @@ def install(app: Any) -> Cursors:
                 ):
                     left.setdefault(tp, record.offset)
                     continue
+                if app_.rebalancing and tp.topic not in changelogs:
+                    # The rebalance ends with a flow_control.resume() that empties
+                    # the streams' queues: a record handed over before it is lost.
+                    left.setdefault(tp, record.offset)
+                    held = True
+                    continue
                 app_.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
                 yield tp, consumer._to_message(tp, record)
         else:
             left = {tp: batch[0].offset for tp, batch in records.items() if batch}
         if left:
             await seek(left)
+        if held:  # the same records come back at once: wait for the rebalance to end
+            await asyncio.sleep(REBALANCE_POLL_S)
 
     async def drain_messages(fetcher: Any) -> None:
         callback = consumer.callback

@@ -100,8 +100,12 @@ TARGET_KILL_P99_S = 15.0
 TARGET_TERM_P99_S = 3.0
 
 #: Worker log lines worth counting (per worker process) as evidence.
+#: What a worker logs when a record it fetched was never processed while later ones were.
+HOLE = "not committing past"
+
 MARKERS = (
     "consumer group was reset",
+    HOLE,
     "Seek stream partitions",
     "Resuming flow",
     "no committed offset",
@@ -652,6 +656,8 @@ class Report:
     cpu: dict[str, float] = field(default_factory=dict)
     cpu_wall: float = 0.0
     evidence: list[str] = field(default_factory=list)
+    #: commit guard lines: a record fetched and not processed, later ones processed
+    holes: list[str] = field(default_factory=list)
     t0_ms: int = 0
 
     # figures for the targets
@@ -676,6 +682,10 @@ class Report:
             (f"lost {len(self.lost)} == 0", not self.lost),
             (f"unfinished after the drain {len(self.unfinished)} == 0", not self.unfinished),
             (f"duplicate runs {len(self.duplicate_runs)} == 0", not self.duplicate_runs),
+            (
+                f"records skipped and held back by the commit guard {len(self.holes)} == 0",
+                not self.holes,
+            ),
             (
                 f"re-executions of durable steps {len(self.reexecuted_durable)}, without a fault "
                 f"{self.reexecuted_without_fault}, of one step twice for one fault "
@@ -787,6 +797,9 @@ class Report:
             ]
         if self.evidence:
             lines += ["evidence from the worker logs:", *self.evidence]
+        if self.holes:
+            lines += ["records skipped (the commit guard held the commit back):"]
+            lines += [f"  {line[:300]}" for line in self.holes[:12]]
         lines.append("")
         for text, ok in self.verdicts():
             lines.append(f"  {'ok  ' if ok else 'FAIL'} {text}")
@@ -874,6 +887,7 @@ def analyse(
     progress_figures(report, truth, ledger, logs, faults, per_fault_list, settings, calm_until_ms)
     report.calm_latency = calm_latency(truth, ledger, load.started_ms + 2000, calm_until_ms)
     report.evidence = evidence(logs, faults)
+    report.holes = [line for log in logs for line in log.grep(HOLE, limit=100)]
 
 
 def reexecutions(

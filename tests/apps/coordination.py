@@ -192,7 +192,7 @@ async def slow_finish(ctx: Context) -> str:
 
 
 @app.function(
-    fn_id="prompt-start", trigger=TriggerEvent(event="test/prompt"), timeouts=Timeouts(start="1s")
+    fn_id="prompt-start", trigger=TriggerEvent(event="test/prompt"), timeouts=Timeouts(start="3s")
 )
 async def prompt_start(ctx: Context) -> str:
     return await ctx.step.run("ran", record, ctx, "ran")
