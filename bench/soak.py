@@ -99,10 +99,10 @@ DEMAND_KINDS = ("start", "resolve", "cancel")
 TARGET_KILL_P99_S = 15.0
 TARGET_TERM_P99_S = 3.0
 
-#: Worker log lines worth counting (per worker process) as evidence.
 #: What a worker logs when a record it fetched was never processed while later ones were.
 HOLE = "not committing past"
 
+#: Worker log lines worth counting (per worker process) as evidence.
 MARKERS = (
     "consumer group was reset",
     HOLE,

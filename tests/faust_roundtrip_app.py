@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from typing import Any
 
 import faust
+
+from tests.faust_script import main
 
 log = logging.getLogger("roundtrip")
 
@@ -45,13 +45,5 @@ async def forward(stream: Any) -> None:
         log.info("forwarded %r", event.key)
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Exit when the test process that started this worker is gone (e.g. killed)."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(1)
-
-
 if __name__ == "__main__":
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    app.main()
+    main(app)

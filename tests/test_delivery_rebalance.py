@@ -12,7 +12,6 @@ still come through.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from confluent_kafka import Consumer, Producer
 
 from streams.kafka.admin import create_topics
 from streams.settings import Settings
+from tests.faust_script import stop
 
 APP = Path(__file__).parent / "apps" / "slow_seek_app.py"
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,16 +42,6 @@ def _start(env: dict[str, str], log_path: Path, cwd: Path) -> subprocess.Popen[b
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 def _wait_for(
@@ -103,23 +93,23 @@ def test_records_fetched_as_a_rebalance_ends_are_processed(
     received: set[bytes] = set()
     first = {f"a-{i:04d}".encode() for i in range(20)}
     backlog = {f"b-{i:04d}".encode() for i in range(600)}
-    try:
-        # 1: the table gets a changelog, so the next start must recover it
-        produce(first)
+
+    def run_until_forwarded(keys: set[bytes]) -> None:
+        """Produce ``keys``, start a worker, wait until it forwarded them, stop it."""
+        produce(keys)
         worker = _start(env, log_path, tmp_path)
         try:
-            _wait_for(consumer, first, received, worker, log_path)
+            _wait_for(consumer, keys, received, worker, log_path)
         finally:
-            _stop(worker)
+            stop(worker)
+
+    try:
+        # 1: the table gets a changelog, so the next start must recover it
+        run_until_forwarded(first)
         assert first <= received, log_path.read_text()[-4000:]
         # 2: a backlog waits; the worker recovers its table (the flow resumed), then
         # seeks the source partition and pauses with the flow active
-        produce(backlog)
-        worker = _start(env, log_path, tmp_path)
-        try:
-            _wait_for(consumer, backlog, received, worker, log_path)
-        finally:
-            _stop(worker)
+        run_until_forwarded(backlog)
     finally:
         consumer.close()
     log_text = log_path.read_text()

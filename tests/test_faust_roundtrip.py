@@ -4,7 +4,6 @@ a real Faust worker forwards records from one topic to another on the local brok
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,18 +16,9 @@ from confluent_kafka import Consumer, Producer
 
 from streams.kafka.admin import create_topics
 from streams.settings import Settings
+from tests.faust_script import stop
 
 APP = Path(__file__).with_name("faust_roundtrip_app.py")
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 def _has_cramjam() -> bool:
@@ -76,6 +66,7 @@ def test_faust_agent_forwards_records(
     log_path = tmp_path / "faust.log"
     env = {
         **os.environ,
+        "PYTHONPATH": str(APP.parent.parent),  # the app imports tests.faust_script
         "ROUNDTRIP_BROKER": bootstrap,
         "ROUNDTRIP_APP_ID": unique_name("roundtrip"),
         "ROUNDTRIP_SOURCE": source,
@@ -114,7 +105,7 @@ def test_faust_agent_forwards_records(
             headers.append(msg.headers())
     finally:
         consumer.close()
-        _stop(worker)
+        stop(worker)
     assert received == sent, (
         f"Faust forwarded {len(received)}/{len(sent)}:\n" + (log_path.read_text()[-4000:])
     )

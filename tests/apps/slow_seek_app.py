@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
-import time
 from typing import Any
 
 import faust
 
 from agents import delivery
+from tests.faust_script import main
 
 app = faust.App(
     os.environ["SLOWSEEK_APP_ID"],
@@ -65,13 +64,5 @@ async def forward(stream: Any) -> None:
         await target.send(key=event.key, value=event.value)
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Exit when the test process that started this worker is gone (e.g. killed)."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(1)
-
-
 if __name__ == "__main__":
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    app.main()
+    main(app)
