@@ -15,6 +15,7 @@ import pytest
 
 from streams.kafka import local
 from streams.settings import Settings
+from tests.conftest import KafkaBroker
 from tests.worker_harness import ROOT, Watch, finished
 
 pytestmark = pytest.mark.kafka
@@ -26,12 +27,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_dev_runs_broker_worker_and_api_with_the_example_app(tmp_path: Path) -> None:
-    port = free_port()
+def start_dev(tmp_path: Path, port: int, **env_vars: str) -> subprocess.Popen[bytes]:
+    """``steplog dev`` in a session of its own (a terminal's process group), once its
+    API answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLOG_")}
     env.update(
         {"STEPLOG_DATA_DIR": str(tmp_path), "STEPLOG_PARTITIONS": "2", "PYTHONPATH": str(ROOT)}
     )
+    env.update(env_vars)
     log = (tmp_path / "dev.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "dev", "--port", str(port)],
@@ -39,19 +42,63 @@ def test_dev_runs_broker_worker_and_api_with_the_example_app(tmp_path: Path) -> 
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, (tmp_path / "dev.log").read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
+        time.sleep(0.2)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+def assert_all_end(pids: list[int], timeout: float, log: Path) -> None:
+    """Wait for every process in ``pids`` to exit (SIGKILL them and fail after ``timeout``)."""
+    t0 = time.monotonic()
+    while any(alive(p) for p in pids):
+        if time.monotonic() - t0 > timeout:
+            left = [p for p in pids if alive(p)]
+            for p in left:
+                os.kill(p, signal.SIGKILL)
+            raise AssertionError(f"steplog dev's processes {left} outlived it:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def dev_children(proc: subprocess.Popen[bytes]) -> list[int]:
+    """``dev``'s worker and API (not the broker it may start, which outlives it)."""
+    kids = [
+        pid
+        for pid in children(proc.pid)
+        if b"streams.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(kids) == 2, kids
+    return kids
+
+
+def test_dev_runs_broker_worker_and_api_with_the_example_app(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_dev(tmp_path, port)
+    kids = dev_children(proc)
     watch = None
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "dev.log").read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
-            time.sleep(0.2)
         settings = Settings(data_dir=tmp_path)  # finds the broker `dev` recorded
         watch = Watch(settings, "inngest.function.finished")
         r = httpx.post(
@@ -65,9 +112,21 @@ def test_dev_runs_broker_worker_and_api_with_the_example_app(tmp_path: Path) -> 
     finally:
         if watch is not None:
             watch.close()
-        proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        local.stop(tmp_path)
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in its terminal
+            proc.wait(40)
+            assert_all_end(kids, 5, tmp_path / "dev.log")
+        finally:
+            local.stop(tmp_path)
+    assert proc.returncode == 0, (tmp_path / "dev.log").read_text()
+
+
+def test_a_killed_dev_takes_its_worker_and_api_with_it(
+    tmp_path: Path, kafka_broker: KafkaBroker
+) -> None:
+    port = free_port()
+    proc = start_dev(tmp_path, port, STEPLOG_BOOTSTRAP_SERVERS=kafka_broker.bootstrap)
+    kids = dev_children(proc)
+    proc.kill()  # no chance to stop its children
+    proc.wait(10)
+    assert_all_end(kids, 40, tmp_path / "dev.log")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -122,9 +124,10 @@ def dev(
         "STEPLOG_API_PORT": str(settings.api_port),
     }
     cli = [sys.executable, "-m", "streams.cli"]
+    die_with = partial(_die_with_parent, os.getpid())
     procs = [
-        subprocess.Popen([*cli, "worker", target], env=env),
-        subprocess.Popen([*cli, "api"], env=env),
+        subprocess.Popen([*cli, "worker", target], env=env, preexec_fn=die_with),
+        subprocess.Popen([*cli, "api"], env=env, preexec_fn=die_with),
     ]
     console.print(
         f"steplog dev: app {target}; send events with `steplog send NAME --data JSON` or "
@@ -147,3 +150,19 @@ def dev(
                 p.kill()
     if any(p.returncode not in (0, -signal.SIGTERM) for p in procs):
         raise typer.Exit(1)
+
+
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a child of ``steplog dev``: get SIGTERM when ``dev`` dies, even by SIGKILL.
+
+    Otherwise a ``dev`` killed hard leaves its worker and API running, and a worker
+    whose broker is then stopped retries it for ever.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # ``dev`` died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
