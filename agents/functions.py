@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from agents.store import Outbox, RocksRunStore
+from agents.store import Changelog, Outbox, RocksRunStore
 from agents.watchdog import dump_tasks
 from streams.app import Function
 from streams.clock import now_ms
@@ -115,7 +115,7 @@ class FunctionRuntime:
         self.retry = retry
         self.limits = limits
         self.inline_budget = inline_budget_s
-        self.outbox = Outbox(table)
+        self.outbox = Outbox(Changelog(table))
         self.parts: dict[int, PartitionLifecycle] = {}
         #: partition -> (token, monotonic time first sent, times sent) of resume markers
         #: not applied yet.
@@ -125,7 +125,7 @@ class FunctionRuntime:
     def lifecycle(self, partition: int, resume_token: str | None = None) -> PartitionLifecycle:
         life = self.parts.get(partition)
         if life is None:
-            store = RocksRunStore(self.table, partition, self.outbox)
+            store = RocksRunStore(partition, self.outbox)
             life = PartitionLifecycle(
                 self.fn,
                 partition,

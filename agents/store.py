@@ -4,10 +4,13 @@ Values are Avro ``steplog.StateValue`` records (a kind and a JSON body) under by
 keys with a one-letter prefix per kind (``streams.lifecycle.state``).
 
 * :class:`RocksRunStore` is the lifecycle's :class:`~streams.lifecycle.store.RunStore`
-  for one function partition: it reads and writes the partition's RocksDB database
-  directly and sends each write to the table's changelog through an
-  :class:`Outbox`, which holds it back until the sends made while the same journal
-  record was handled are acknowledged.
+  for one function partition. Its writes go to the table's changelog through an
+  :class:`Outbox`, which holds each back until the sends made while the same journal
+  record was handled are acknowledged, and reach the partition's RocksDB database only
+  once the changelog has them (:class:`Changelog`); until then reads find them in
+  :class:`Pending`. So the local database is always a prefix of the changelog, up to
+  the offset it records, even after a SIGKILL: a restarted worker reads only the
+  changelog's tail instead of rebuilding every partition.
 * :class:`TableState` is a thin view of a Faust table for the router and cron
   agents, whose writes go through Faust (inside the stream iteration, FAUST.md).
 
@@ -22,7 +25,10 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+
+from rocksdict import WriteBatch
 
 from streams.serde.internal import JsonBodyCodec
 
@@ -31,21 +37,74 @@ log = logging.getLogger(__name__)
 STATE = JsonBodyCodec("steplog.StateValue")
 
 
-def _scan_keys(db: Any, prefix: bytes, upto: bytes | None, start: bytes | None) -> Iterator[bytes]:
-    for key in db.keys(from_key=start if start is not None else prefix):
-        if not key.startswith(prefix) or (upto is not None and key >= upto):
-            break
-        yield key
+#: A partition's writes not in its database yet: key -> (write number, raw value or
+#: None for a deletion).
+PendingWrites = dict[bytes, tuple[int, bytes | None]]
+
+
+def _scan_keys(
+    db: Any,
+    prefix: bytes,
+    upto: bytes | None,
+    start: bytes | None,
+    pending: PendingWrites | None = None,
+) -> Iterator[bytes]:
+    begin = start if start is not None else prefix
+    stored = ((key, b"") for key in db.keys(from_key=begin))
+    return (key for key, _ in _in_order(stored, prefix, upto, begin, pending))
 
 
 def _scan(
-    db: Any, prefix: bytes, upto: bytes | None, start: bytes | None
+    db: Any,
+    prefix: bytes,
+    upto: bytes | None,
+    start: bytes | None,
+    pending: PendingWrites | None = None,
 ) -> Iterator[tuple[bytes, Any]]:
-    for key, raw in db.items(from_key=start if start is not None else prefix):
-        if not key.startswith(prefix) or (upto is not None and key >= upto):
+    begin = start if start is not None else prefix
+    for key, raw in _in_order(db.items(from_key=begin), prefix, upto, begin, pending):
+        yield key, STATE.decode(raw)[1]
+
+
+def _in_order(
+    stored: Iterator[tuple[bytes, bytes | None]],
+    prefix: bytes,
+    upto: bytes | None,
+    begin: bytes,
+    pending: PendingWrites | None,
+) -> Iterator[tuple[bytes, bytes]]:
+    """The ``stored`` items (key order, from ``begin``) with ``prefix`` and below
+    ``upto``, with the ``pending`` writes in that range applied over them."""
+
+    def wanted(key: bytes) -> bool:
+        return key.startswith(prefix) and (upto is None or key < upto)
+
+    if pending:
+        over = sorted((k, v[1]) for k, v in pending.items() if k >= begin and wanted(k))
+        if over:
+            stored = _merge(stored, over)
+    for key, raw in stored:
+        if not wanted(key):
             break
         if raw is not None:
-            yield key, STATE.decode(raw)[1]
+            yield key, raw
+
+
+def _merge(
+    stored: Iterator[tuple[bytes, bytes | None]], over: list[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """Two key-ordered streams as one; on a key in both, ``over`` wins."""
+    i = 0
+    for key, raw in stored:
+        while i < len(over) and over[i][0] < key:
+            yield over[i]
+            i += 1
+        if i < len(over) and over[i][0] == key:
+            yield over[i]
+            i += 1
+        else:
+            yield key, raw
+    yield from over[i:]
 
 
 @dataclass
@@ -55,7 +114,8 @@ class _Unit:
     sends: list[asyncio.Future[Any]] = field(default_factory=list)
     #: What each send was (for the log when one takes long).
     labels: list[str] = field(default_factory=list)
-    writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
+    #: (partition, key, raw value or None, write number in the :class:`Changelog`)
+    writes: list[tuple[int, bytes, bytes | None, int]] = field(default_factory=list)
     #: Set once the writes are delivered to the changelog (tracked only when watched:
     #: a detached run's forwarder waits for it).
     durable: asyncio.Event = field(default_factory=asyncio.Event)
@@ -76,8 +136,8 @@ class Outbox:
     :meth:`drained` (see ``agents.faust_app.complete_flush_before_commit``).
     """
 
-    def __init__(self, table: Any) -> None:
-        self.table = table
+    def __init__(self, changelog: Changelog) -> None:
+        self.changelog = changelog
         self.current = _Unit()
         self.sealed: deque[_Unit] = deque()
         self._waiting: asyncio.Future[Any] | None = None
@@ -97,7 +157,8 @@ class Outbox:
         return ", ".join(pending) or "nothing (about to be released)"
 
     def write(self, partition: int, key: bytes, value: bytes | None) -> None:
-        self.current.writes.append((partition, key, value))
+        seq = self.changelog.stage(partition, key, value)
+        self.current.writes.append((partition, key, value, seq))
 
     def written(self) -> asyncio.Event:
         """Set once the writes made so far in the current unit are in the changelog.
@@ -138,10 +199,7 @@ class Outbox:
                     log.error(
                         "sending %s, which state writes waited for, failed: %r", label, failure
                     )
-            delivered = [
-                self.table.send_changelog(partition, key, value)
-                for partition, key, value in unit.writes
-            ]
+            delivered = [self.changelog.send(*write) for write in unit.writes]
             self.sealed.popleft()
             if delivered and unit.watched:
                 _when_all(delivered, unit.durable.set)
@@ -170,44 +228,109 @@ def _when_all(futures: list[Any], then: Any) -> None:
         fut.add_done_callback(one_done)
 
 
-class RocksRunStore:
-    """One function partition's RocksDB database, written through an :class:`Outbox`."""
+class Changelog:
+    """A function table's writes: read at once, in RocksDB once the changelog has them.
 
-    def __init__(self, table: Any, partition: int, outbox: Outbox) -> None:
-        self.partition = partition
+    A write is :meth:`stage` d (reads see it from then on), :meth:`send` to the
+    table's changelog when the :class:`Outbox` releases it, and applied to the
+    partition's database together with the changelog offset it got, in one RocksDB
+    write batch, when the broker acknowledges it. Faust's own table writes go to
+    RocksDB first and to the changelog later, so after a SIGKILL a database could hold
+    writes Kafka never got; these databases never do.
+    """
+
+    def __init__(self, table: Any) -> None:
         self.table = table
-        self.outbox = outbox
+        #: Per partition: the writes staged and not acknowledged yet.
+        self.pending: dict[int, PendingWrites] = {}
+        self._seq = 0
+        #: Per partition: the highest changelog offset written to its database here.
+        self._persisted: dict[int, int] = {}
 
-    @property
-    def db(self) -> Any:
+    def db(self, partition: int) -> Any:
         # Looked up each time, never kept: Faust reopens a partition's database after a
         # rebalance and cannot while an old handle to it is alive (it is locked).
-        return self.table.data._db_for_partition(self.partition)
+        return self.table.data._db_for_partition(partition)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        staged = self.pending.get(partition, {}).get(key)
+        if staged is not None:
+            return staged[1]
+        raw: bytes | None = self.db(partition).get(key)
+        return raw
+
+    def stage(self, partition: int, key: bytes, value: bytes | None) -> int:
+        self._seq += 1
+        self.pending.setdefault(partition, {})[key] = (self._seq, value)
+        return self._seq
+
+    def send(self, partition: int, key: bytes, value: bytes | None, seq: int) -> Any:
+        return self.table.changelog_topic.send_soon(
+            key=key,
+            value=value,
+            partition=partition,
+            callback=partial(self._acknowledged, partition, key, value, seq),
+            eager_partitioning=True,
+        )
+
+    def _acknowledged(
+        self, partition: int, key: bytes, value: bytes | None, seq: int, fut: Any
+    ) -> None:
+        try:
+            offset = int(fut.result().offset)
+        except BaseException as exc:  # the value stays readable, in this process only
+            log.error(
+                "a state write to %s[%d] was not acknowledged: %r",
+                self.table.changelog_topic.get_topic_name(),
+                partition,
+                exc,
+            )
+            return
+        batch = WriteBatch(raw_mode=True)
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+        if offset > self._persisted.get(partition, -1):
+            batch.put(self.table.data.offset_key, str(offset).encode())
+            self._persisted[partition] = offset
+        self.db(partition).write(batch)
+        staged = self.pending.get(partition)
+        if staged is not None and staged.get(key, (0, None))[0] == seq:
+            del staged[key]
+
+
+class RocksRunStore:
+    """One function partition's state: its RocksDB database and the writes on their way
+    to it (:class:`Changelog`), written through an :class:`Outbox`."""
+
+    def __init__(self, partition: int, outbox: Outbox) -> None:
+        self.partition = partition
+        self.outbox = outbox
+        self.changelog = outbox.changelog
 
     def get(self, key: bytes) -> Any | None:
-        raw = self.db.get(key)
+        raw = self.changelog.get(self.partition, key)
         return None if raw is None else STATE.decode(raw)[1]
 
     def put(self, key: bytes, kind: str, body: Any) -> None:
-        raw = STATE.encode(kind, body)
-        self.db[key] = raw
-        self.outbox.write(self.partition, key, raw)
+        self.outbox.write(self.partition, key, STATE.encode(kind, body))
 
     def delete(self, key: bytes) -> None:
-        db = self.db
-        if db.get(key) is not None:
-            del db[key]
+        if self.changelog.get(self.partition, key) is not None:
             self.outbox.write(self.partition, key, None)
 
     def scan(
         self, prefix: bytes, upto: bytes | None = None, *, start: bytes | None = None
     ) -> Iterator[tuple[bytes, Any]]:
-        return _scan(self.db, prefix, upto, start)
+        db = self.changelog.db(self.partition)
+        return _scan(db, prefix, upto, start, self.changelog.pending.get(self.partition))
 
     def scan_keys(
         self, prefix: bytes, upto: bytes | None = None, *, start: bytes | None = None
     ) -> Iterator[bytes]:
-        return _scan_keys(self.db, prefix, upto, start)
+        db = self.changelog.db(self.partition)
+        return _scan_keys(db, prefix, upto, start, self.changelog.pending.get(self.partition))
 
 
 class TableState:

@@ -23,7 +23,7 @@ from agents import delivery
 from agents.cron import CronRuntime, cron_functions
 from agents.faust_app import ROCKSDB_OPTIONS, complete_flush_before_commit, make_faust_app
 from agents.functions import FunctionRuntime
-from agents.local_state import discard_stale_local_state
+from agents.local_state import discard_stale_local_state, table_of
 from agents.manifest import check_manifest
 from agents.marks import Marks
 from agents.router import Router
@@ -302,25 +302,33 @@ RUNNING_MARKER = "steplog-worker.running"
 
 
 def discard_local_state_after_crash(worker: Worker) -> Path:
-    """Drop the local RocksDB tables if the last worker on this data dir did not stop cleanly.
+    """Drop the RocksDB tables Faust writes if the last worker on this data dir crashed.
 
     Faust writes a table key to RocksDB at once but to its changelog later (buffered),
-    and commits offsets on an interval: after a SIGKILL the local databases may hold
-    writes that never reached Kafka, from records that will be read again. Reprocessing
-    them against that state loses work (e.g. a run marked finished locally whose
-    system event and final state never left the process). The changelogs are the
-    durable truth, so after a crash the tables are restored from them.
+    and commits offsets on an interval: after a SIGKILL its databases may hold writes
+    that never reached Kafka, from records that will be read again, and reprocessing
+    them against that state loses work (the router's dedup entry of an event whose
+    start record was never sent). Those tables (the router's, cron's) are restored
+    from their changelogs. The function tables are kept: their databases only ever
+    hold what their changelog acknowledged (``agents.store.Changelog``), so Faust's
+    recovery reads just the changelog records after their persisted offsets.
     """
     datadir = Path(worker.faust.conf.datadir)
     marker = datadir / RUNNING_MARKER
     if marker.exists() and not _alive(marker):
         tabledir = Path(worker.faust.conf.tabledir)
+        kept = {runtime.table.name for runtime in worker.runtimes.values()}
+        dropped = sorted(name for name in worker.faust.tables if name not in kept)
         log.warning(
-            "the last worker on %s did not shut down cleanly: restoring its tables from "
-            "their Kafka changelogs instead of the local RocksDB files",
+            "the last worker on %s did not shut down cleanly: restoring %s from their "
+            "Kafka changelogs, keeping the function tables' RocksDB files (they hold "
+            "only acknowledged writes)",
             datadir,
+            ", ".join(dropped) or "no table",
         )
-        shutil.rmtree(tabledir, ignore_errors=True)
+        for path in tabledir.glob("*.db") if tabledir.is_dir() else ():
+            if table_of(path) in dropped:
+                shutil.rmtree(path, ignore_errors=True)
     datadir.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(os.getpid()))
     return marker

@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
+from rocksdict import AccessType, Rdict
 
+from agents.local_state import OFFSET_KEY
 from agents.store import STATE
 from streams import Client
 from streams.event import Event
@@ -107,6 +109,38 @@ def durable_steps(
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def assert_databases_are_changelog_prefixes(
+    settings: Settings, tabledir: Path, table: str, changelog: str
+) -> int:
+    """Each of ``table``'s partition databases in ``tabledir`` holds exactly what its
+    changelog partition holds up to the offset the database records; returns how many
+    changelog records they hold in all (what a restart does not have to read again)."""
+    records: dict[int, list[Any]] = {}
+    for msg in read_all(settings, changelog):
+        records.setdefault(msg.partition(), []).append(msg)
+    kept = 0
+    for path in sorted(tabledir.glob(f"{table}-*.db")):
+        partition = int(path.name[len(table) + 1 : -3])
+        db = Rdict(str(path), access_type=AccessType.read_only())
+        try:
+            stored = {k: v for k, v in db.items() if k != OFFSET_KEY}
+            raw = db.get(OFFSET_KEY)
+        finally:
+            db.close()
+        offset = -1 if raw is None else int(raw)
+        folded: dict[bytes, bytes] = {}
+        for msg in records.get(partition, []):
+            if msg.offset() > offset:
+                break
+            if msg.value() is None:
+                folded.pop(msg.key(), None)
+            else:
+                folded[msg.key()] = msg.value()
+        assert stored == folded, f"{path.name} is not its changelog up to offset {offset}"
+        kept += offset + 1
+    return kept
 
 
 @pytest.mark.parametrize("data_dir", ["same", "fresh"])
@@ -214,8 +248,16 @@ def test_sigkill_during_a_burst_runs_each_event_once(
     killed_ms = now_ms()
     finished_before = len(distinct_ids(watch.matching(finished(fn))))
     assert finished_before < 50, "the burst finished before the kill; nothing was tested"
+    # what SIGKILL left of the function's state is a prefix of its changelog, so the
+    # restart may keep it and read only the rest
+    tabledir = tmp_path / "w1" / "worker" / f"{settings.topic_prefix}{app_id}" / "v1" / "tables"
+    changelog = settings.topic(f"steplog-{app_id}-fn-multi-step-state-changelog")
+    kept = assert_databases_are_changelog_prefixes(
+        settings, tabledir, "multi-step-state", changelog
+    )
+    assert kept > 0, "the killed worker left no function state behind"
 
-    start(workers, settings, app_id, tmp_path / "w1", ledger)
+    again = start(workers, settings, app_id, tmp_path / "w1", ledger)
     wait_distinct(watch, finished(fn), 50, timeout=60)
     time.sleep(1.0)
     done = watch.matching(finished(fn))
@@ -229,6 +271,7 @@ def test_sigkill_during_a_burst_runs_each_event_once(
         derived_run_id(i, fn) for i in ids
     }
     assert len(distinct_ids(done)) == 50  # one distinct finished id per run
+    assert "keeping the function tables' RocksDB files" in again.log.read_text()
     # a step ran again only if its completion was not durable yet when the worker died
     durable = durable_steps(settings, app_id, "multi-step", killed_ms)
     for run in {e.data["run_id"] for e in done}:
