@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agents.store import TableState
+from agents.store import Changelog, Outbox, RocksRunStore
 from streams.app import Function
 from streams.clock import Clock, now_ms
 from streams.cron import next_due, next_tick, partition_of, plan_tick
@@ -83,7 +83,8 @@ class CronRuntime:
         self.topic = topic
         self.topic_name: str = topic.get_topic_name()
         self.table = table
-        self.state = TableState(table)
+        #: The table's writes, held back until the start records they follow are sent.
+        self.outbox = Outbox(Changelog(table))
         #: partition -> (slug, cron) -> due ms, for the partitions this worker resumed.
         self.due: dict[int, dict[tuple[str, str], int]] = {}
         #: (slug, cron) -> (due ms, monotonic time) of ticks sent and not applied yet.
@@ -141,6 +142,8 @@ class CronRuntime:
                     )
             except Exception:
                 log.exception("%s[%s]@%s: cron record failed", msg.topic, msg.partition, msg.offset)
+            finally:
+                self.outbox.seal()
 
     def _resume(self, partition: int) -> None:
         """Load (or initialise) the due ticks of the cron functions of ``partition``."""
@@ -151,16 +154,17 @@ class CronRuntime:
             if partition_of(slug, self.partitions) == partition
             for cron, trigger in _crons(fn).items()
         }
-        for key, _ in list(self.state.scan(partition, DUE)):
+        state = RocksRunStore(partition, self.outbox)
+        for key, _ in list(state.scan(DUE)):
             if key not in wanted:
                 log.info("cron %s is no longer declared: forgetting it", key[1:].decode())
-                self.state.delete(key)
+                state.delete(key)
         entries: dict[tuple[str, str], int] = {}
         for key, (slug, cron, trigger) in wanted.items():
-            stored = self.state.get(key)
+            stored = state.get(key)
             if stored is None:
                 due = next_tick(trigger, now)
-                self.state.put(key, "cron", {"due_ms": due})
+                state.put(key, "cron", {"due_ms": due})
                 log.info("%s: cron %r first due at %s", slug, cron, due)
             else:
                 due = int(stored["due_ms"])
@@ -172,18 +176,20 @@ class CronRuntime:
         fn = self.functions.get(slug)
         trigger = _crons(fn).get(cron) if fn is not None else None
         key = _due_key(slug, cron)
-        stored = self.state.get(key)
+        state = RocksRunStore(partition, self.outbox)
+        stored = state.get(key)
         if fn is None or trigger is None or stored is None or int(stored["due_ms"]) != due:
             return  # fired twice, or no longer declared: the stored tick decides
         fired = self.clock.now_ms()
         tick = plan_tick(fn, trigger, due, fired)
         start = tick.start
         record = records.Start(start.run_id, tick.event.model_dump(), start.idempotency)
-        await self.journals[slug].send(
+        sent = await self.journals[slug].send(
             key=start.key.encode(), value=records.encode(record, now_ms())
         )
+        self.outbox.send(sent, f"start of {start.run_id}")
         upcoming = next_due(trigger, due, fired)
-        self.state.put(key, "cron", {"due_ms": upcoming})
+        state.put(key, "cron", {"due_ms": upcoming})
         if partition in self.due:
             self.due[partition][(slug, cron)] = upcoming
         self.sent.pop((slug, cron), None)

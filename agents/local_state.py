@@ -44,12 +44,6 @@ _NO_SUCH_PARTITION = {
 _DB_NAME = re.compile(r"^(?P<table>.+)-(?P<partition>\d+)\.db$")
 
 
-def table_of(path: Path) -> str | None:
-    """The table a partition database's directory (``<table>-<partition>.db``) belongs to."""
-    match = _DB_NAME.match(path.name)
-    return match["table"] if match else None
-
-
 def persisted_offsets(tabledir: Path) -> dict[tuple[str, int], int]:
     """``(table, partition) -> persisted changelog offset`` of the databases in ``tabledir``.
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agents.marks import Marks
-from agents.store import TableState
+from agents.store import Changelog, Outbox, RocksRunStore
 from agents.waits import WaitRegistry
 from streams.app import Function
 from streams.clock import now_ms
@@ -76,7 +76,8 @@ class Router:
         )
         self.dlq = dlq
         self.table = table
-        self.state = TableState(table)
+        #: The dedup table's writes, held back until the starts they record are sent.
+        self.outbox = Outbox(Changelog(table))
         self.marks = marks
         marks.topics = set(names)
         self.window_ms = int(settings.dedup_window.total_seconds() * 1000)
@@ -104,6 +105,11 @@ class Router:
             except Exception:
                 msg = event.message
                 log.exception("%s[%s]@%s: routing failed", msg.topic, msg.partition, msg.offset)
+            finally:
+                self.outbox.seal()
+
+    def _state(self, partition: int) -> RocksRunStore:
+        return RocksRunStore(partition, self.outbox)
 
     async def _route(self, record: Any) -> None:
         msg = record.message
@@ -127,7 +133,8 @@ class Router:
             return
         epoch = await self.marks.epoch(msg.tp)
         event_key = event.key.encode()
-        raw = self._remembered(event_key, now) if remembers(event) else None
+        state = self._state(msg.partition)
+        raw = self._remembered(state, event_key, now) if remembers(event) else None
         entry = DedupEntry.from_dict(raw) if raw else None
         decision = route(
             event, self.functions, entry, epoch=epoch, now_ms=now, window_ms=self.window_ms
@@ -138,9 +145,10 @@ class Router:
             not_before = event.ts if event.ts and event.ts > now + FUTURE_SLACK_MS else None
             for start in decision.starts:
                 record = records.Start(start.run_id, dumped, start.idempotency, not_before)
-                await self.journals[start.function].send(
+                sent = await self.journals[start.function].send(
                     key=start.key.encode(), value=records.encode(record, now)
                 )
+                self.outbox.send(sent, f"start of {start.run_id}")
         if not decision.duplicate_of:
             await self.waits.match(event, int((msg.timestamp or now / 1000) * 1000))
         else:
@@ -152,31 +160,32 @@ class Router:
             )
         if decision.dedup is not None:
             key = self.dedup_keys.key(event_key, decision.dedup.first_seen_ms)
-            self.state.put(key, "dedup", decision.dedup.to_dict())
-        self._expire(msg.partition, now)
+            state.put(key, "dedup", decision.dedup.to_dict())
+        self._expire(state, now)
 
-    def _remembered(self, event_key: bytes, now: int) -> Any | None:
+    def _remembered(self, state: RocksRunStore, event_key: bytes, now: int) -> Any | None:
         """The dedup entry of an event id that may still be inside its window."""
         for key in self.dedup_keys.lookups(event_key, now):
-            raw = self.state.get(key)
+            raw = state.get(key)
             if raw is not None:
                 return raw
         return None
 
-    def _expire(self, partition: int, now: int) -> None:
+    def _expire(self, state: RocksRunStore, now: int) -> None:
         """Delete a few dedup entries of generations past the window (in the iteration)."""
+        partition = state.partition
         if self.next_expiry.get(partition, 0) > now:
             return
         below = self.dedup_keys.expired_below(now)
         expired: list[bytes] = []
         oldest_left = None
-        for key in self.state.scan_keys(partition, DEDUP):
+        for key in state.scan_keys(DEDUP):
             if key >= below or len(expired) == EXPIRE_BATCH:
                 oldest_left = key
                 break
             expired.append(key)
         for key in expired:
-            self.state.delete(key)
+            state.delete(key)
         if len(expired) == EXPIRE_BATCH:
             self.next_expiry[partition] = now  # more to delete with the next record
         elif oldest_left is not None:

@@ -7,15 +7,17 @@ keys with a one-letter prefix per kind (``streams.lifecycle.state``).
   for one function partition. Its writes go to the table's changelog through an
   :class:`Outbox`, which holds each back until the sends made while the same journal
   record was handled are acknowledged, and reach the partition's RocksDB database only
-  once the changelog has them (:class:`Changelog`); until then reads find them in
-  :class:`Pending`. So the local database is always a prefix of the changelog, up to
+  once the changelog has them (:class:`Changelog`); until then reads find them among
+  its pending writes. So the local database is always a prefix of the changelog, up to
   the offset it records, even after a SIGKILL: a restarted worker reads only the
   changelog's tail instead of rebuilding every partition.
-* :class:`TableState` is a thin view of a Faust table for the router and cron
-  agents, whose writes go through Faust (inside the stream iteration, FAUST.md).
+* The router and cron agents keep their tables the same way (one
+  :class:`RocksRunStore` per partition, writes held back until the records the same
+  input record sent are acknowledged).
 
-Prefix scans read a partition's database directly: Faust's table API has no
-ordered range reads, and timers and memos need them.
+No table is written through Faust's table API (which writes RocksDB first and
+the changelog later). Prefix scans read a partition's database directly: Faust's
+table API has no ordered range reads, and timers and memos need them.
 """
 
 from __future__ import annotations
@@ -301,8 +303,10 @@ class Changelog:
 
 
 class RocksRunStore:
-    """One function partition's state: its RocksDB database and the writes on their way
-    to it (:class:`Changelog`), written through an :class:`Outbox`."""
+    """One partition's state: its RocksDB database and the writes on their way to it
+    (:class:`Changelog`), written through an :class:`Outbox`. The lifecycle's
+    ``RunStore`` of a function partition; the router and cron agents keep their
+    tables with it too."""
 
     def __init__(self, partition: int, outbox: Outbox) -> None:
         self.partition = partition
@@ -331,52 +335,3 @@ class RocksRunStore:
     ) -> Iterator[bytes]:
         db = self.changelog.db(self.partition)
         return _scan_keys(db, prefix, upto, start, self.changelog.pending.get(self.partition))
-
-
-class TableState:
-    """Get/put/delete/scan over a Faust table holding ``StateValue`` records."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def get(self, key: bytes) -> Any | None:
-        raw = self.table.get(key)
-        if raw is None:
-            return None
-        return STATE.decode(raw)[1]
-
-    def put(self, key: bytes, kind: str, body: Any) -> None:
-        self.table[key] = STATE.encode(kind, body)
-
-    def delete(self, key: bytes) -> None:
-        if self.table.get(key) is not None:
-            del self.table[key]
-
-    def scan(
-        self,
-        partition: int,
-        prefix: bytes,
-        upto: bytes | None = None,
-        *,
-        start: bytes | None = None,
-    ) -> Iterator[tuple[bytes, Any]]:
-        """Keys starting with ``prefix`` (from ``start``, < ``upto`` if given), in order."""
-        db = self._db(partition)
-        return iter(()) if db is None else _scan(db, prefix, upto, start)
-
-    def scan_keys(
-        self,
-        partition: int,
-        prefix: bytes,
-        upto: bytes | None = None,
-        *,
-        start: bytes | None = None,
-    ) -> Iterator[bytes]:
-        """Like :meth:`scan`, keys only (values are not read or decoded)."""
-        db = self._db(partition)
-        return iter(()) if db is None else _scan_keys(db, prefix, upto, start)
-
-    def _db(self, partition: int) -> Any | None:
-        store = self.table.data
-        opener = getattr(store, "_db_for_partition", None)
-        return opener(partition) if opener is not None else None

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -23,7 +20,7 @@ from agents import delivery
 from agents.cron import CronRuntime, cron_functions
 from agents.faust_app import ROCKSDB_OPTIONS, complete_flush_before_commit, make_faust_app
 from agents.functions import FunctionRuntime
-from agents.local_state import discard_stale_local_state, table_of
+from agents.local_state import discard_stale_local_state
 from agents.manifest import check_manifest
 from agents.marks import Marks
 from agents.router import Router
@@ -167,6 +164,9 @@ class Worker:
             else None
         )
         outboxes = [runtime.outbox for runtime in self.runtimes.values()]
+        outboxes.append(self.router.outbox)
+        if self.cron is not None:
+            outboxes.append(self.cron.outbox)
         complete_flush_before_commit(self.faust, before=outboxes)
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)
@@ -297,61 +297,11 @@ def prepare(app: App, settings: Settings) -> Worker:
     return worker
 
 
-#: Present in a worker's data dir while it runs; left behind by a crash (SIGKILL).
-RUNNING_MARKER = "steplog-worker.running"
-
-
-def discard_local_state_after_crash(worker: Worker) -> Path:
-    """Drop the RocksDB tables Faust writes if the last worker on this data dir crashed.
-
-    Faust writes a table key to RocksDB at once but to its changelog later (buffered),
-    and commits offsets on an interval: after a SIGKILL its databases may hold writes
-    that never reached Kafka, from records that will be read again, and reprocessing
-    them against that state loses work (the router's dedup entry of an event whose
-    start record was never sent). Those tables (the router's, cron's) are restored
-    from their changelogs. The function tables are kept: their databases only ever
-    hold what their changelog acknowledged (``agents.store.Changelog``), so Faust's
-    recovery reads just the changelog records after their persisted offsets.
-    """
-    datadir = Path(worker.faust.conf.datadir)
-    marker = datadir / RUNNING_MARKER
-    if marker.exists() and not _alive(marker):
-        tabledir = Path(worker.faust.conf.tabledir)
-        kept = {runtime.table.name for runtime in worker.runtimes.values()}
-        dropped = sorted(name for name in worker.faust.tables if name not in kept)
-        log.warning(
-            "the last worker on %s did not shut down cleanly: restoring %s from their "
-            "Kafka changelogs, keeping the function tables' RocksDB files (they hold "
-            "only acknowledged writes)",
-            datadir,
-            ", ".join(dropped) or "no table",
-        )
-        for path in tabledir.glob("*.db") if tabledir.is_dir() else ():
-            if table_of(path) in dropped:
-                shutil.rmtree(path, ignore_errors=True)
-    datadir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(os.getpid()))
-    return marker
-
-
-def _alive(marker: Path) -> bool:
-    """Whether the process that wrote ``marker`` still runs (then it is not a crash)."""
-    try:
-        pid = int(marker.read_text().strip())
-        os.kill(pid, 0)
-    except (ValueError, OSError):
-        return False
-    return pid != os.getpid()
-
-
 def run_worker(app: App, settings: Settings, *, loglevel: str = "warning") -> None:
     """Run a worker for ``app`` in this process until it is stopped."""
     worker = prepare(app, settings)
-    marker = discard_local_state_after_crash(worker)
+    # No check for a crash: every table's local databases hold only writes their
+    # changelog acknowledged (agents.store.Changelog), so they are kept after a SIGKILL
+    # too, and Faust's recovery reads the changelog records after their offsets.
     discard_stale_local_state(worker)
-    try:
-        faust.Worker(worker.faust, loglevel=loglevel, quiet=True).execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code in (0, None):  # a clean stop: the local tables match the changelogs
-            marker.unlink(missing_ok=True)
-        raise
+    faust.Worker(worker.faust, loglevel=loglevel, quiet=True).execute_from_commandline()
