@@ -76,7 +76,7 @@ class Router:
         )
         self.dlq = dlq
         self.table = table
-        #: The dedup table's writes, held back until the starts they record are sent.
+        #: The dedup table's writes (an updated entry waits for the starts it records).
         self.outbox = Outbox(Changelog(table))
         self.marks = marks
         marks.topics = set(names)
@@ -148,7 +148,13 @@ class Router:
                 sent = await self.journals[start.function].send(
                     key=start.key.encode(), value=records.encode(record, now)
                 )
-                self.outbox.send(sent, f"start of {start.run_id}")
+                if decision.duplicate_of:
+                    # The entry will say these functions ran for the id: not durable
+                    # before their starts (a re-delivered duplicate would skip them).
+                    # A new entry needs no wait: its own record, read again, is known
+                    # as a re-delivery and sends its starts again. Not waiting keeps
+                    # the entry in the producer request of the starts.
+                    self.outbox.send(sent, f"start of {start.run_id}")
         if not decision.duplicate_of:
             await self.waits.match(event, int((msg.timestamp or now / 1000) * 1000))
         else:
