@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from rocksdict import Options, Rdict
 
+from agents.local_state import OFFSET_KEY
 from agents.store import STATE, Changelog, Outbox, RocksRunStore
-
-OFFSET_KEY = b"__faust\0offset__"
 
 
 class Acked:
