@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from agents.restore import TableRestore
+
 log = logging.getLogger(__name__)
 
 #: How often the fetch loop looks again whether a rebalance has ended, while it holds
@@ -182,6 +184,7 @@ def install(app: Any) -> Cursors:
     """Make ``app``'s consumer hand records to its streams through :class:`Cursors`."""
     consumer: Any = app.consumer  # faust internals below are not typed
     cursors = Cursors()
+    restore = TableRestore(app)
     # changelog topic -> table, filled as tables are declared (after this call too)
     changelogs = app.tables._changelogs
     revoked = consumer.on_partitions_revoked
@@ -310,6 +313,7 @@ def install(app: Any) -> Cursors:
             buffered = consumer._buffered_partitions
             for tp, record in consumer.scheduler.iterate(records):
                 if app_.consumer_generation_id != generation:
+                    restore.flush()
                     return  # a rebalance: the assignment positions every partition again
                 if not consumer.flow_active or not (
                     active is None or tp in active or tp in buffered
@@ -326,6 +330,7 @@ def install(app: Any) -> Cursors:
                 yield tp, consumer._to_message(tp, record)
         else:
             left = {tp: batch[0].offset for tp, batch in records.items() if batch}
+        restore.flush()  # what the loop took, before anything is awaited
         if left:
             await seek(left)
         if held:  # the same records come back at once: wait for the rebalance to end
@@ -338,6 +343,7 @@ def install(app: Any) -> Cursors:
         fetcher_stopped = fetcher._stopped.is_set
         read_offset = consumer._read_offset
         suspend_flow = consumer.suspend_flow
+        take_changed = restore.take
         try:
             while not (consumer_stopped() or fetcher_stopped()):
                 batch = fetch(1.0)
@@ -348,6 +354,10 @@ def install(app: Any) -> Cursors:
                 expected = cursors.expected
                 async for tp, message in batch:
                     offset = message.offset
+                    if tp.topic in changelogs and take_changed(tp, message):
+                        read_offset[tp] = offset
+                        continue
+                    restore.flush()  # before the next await
                     if tp.topic in changelogs or (
                         expected.get(tp) == offset and tp not in cursors.sought
                     ):
@@ -378,6 +388,7 @@ def install(app: Any) -> Cursors:
                     read_offset[tp] = offset
                     if tp.topic not in changelogs:
                         expected[tp] = offset + 1
+                restore.flush()
         except consumer.consumer_stopped_errors:
             if consumer.transport.app.should_stop:
                 return

@@ -112,7 +112,7 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
     datadir.mkdir(parents=True, exist_ok=True)
     bootstrap = settings.resolved_bootstrap()
     brokers = ";".join(f"kafka://{b.strip()}" for b in bootstrap.split(","))
-    return faust.App(
+    app = faust.App(
         consumer_group(app_id),
         broker=brokers,
         broker_credentials=creds,
@@ -144,6 +144,8 @@ def make_faust_app(app_id: str, settings: Settings, *, datadir: Path | None = No
         table_standby_replicas=0,
         logging_config=None,
     )
+    shorten_fetch_wait(app)
+    return app
 
 
 #: How long the broker may hold a fetch that has nothing to return. Faust asks for 1.5 s,

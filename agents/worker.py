@@ -22,7 +22,6 @@ from agents.faust_app import (
     ROCKSDB_OPTIONS,
     complete_flush_before_commit,
     make_faust_app,
-    shorten_fetch_wait,
 )
 from agents.functions import FunctionRuntime
 from agents.local_state import discard_stale_local_state
@@ -85,7 +84,6 @@ class Worker:
         self.settings = settings = settings or app.settings
         self.topics = Topics(settings.topic_prefix, app.app_id)
         self.faust: faust.App = make_faust_app(app.app_id, settings)
-        shorten_fetch_wait(self.faust)
         self.cursors = delivery.install(self.faust)
         self.codec = EventCodec(settings)
         self.topic_config = {"max.message.bytes": str(settings.max_record_bytes + 65536)}

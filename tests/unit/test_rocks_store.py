@@ -15,7 +15,8 @@ import faust
 import pytest
 from faust.types import TP
 
-from agents.faust_app import FETCH_MAX_WAIT_MS, RocksStore, shorten_fetch_wait
+from agents.faust_app import FETCH_MAX_WAIT_MS, RocksStore, make_faust_app
+from streams.settings import Settings
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_a_partition_reopens_while_a_cycle_still_holds_its_old_handle(table: Any
 
 
 async def test_the_worker_consumer_waits_briefly_on_an_idle_fetch(tmp_path: Path) -> None:
-    app = faust.App("fetch-wait-test", broker="kafka://127.0.0.1:1", datadir=str(tmp_path))
-    shorten_fetch_wait(app)
+    settings = Settings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path)
+    app = make_faust_app("fetch-wait-test", settings, datadir=tmp_path)
     consumer = app.consumer._thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500  # Faust asks for 1500
