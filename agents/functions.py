@@ -21,6 +21,7 @@ or a timer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -120,6 +121,11 @@ class FunctionRuntime:
         #: partition -> (token, monotonic time first sent, times sent) of resume markers
         #: not applied yet.
         self.resuming: dict[int, tuple[str, float, int]] = {}
+        #: Activations asked for while another one is applying its effects inline (a
+        #: run that ends frees a concurrency slot for a queued one): started after it,
+        #: not inside it, so that a queue of short runs does not nest one per run.
+        self.pumping = False
+        self.deferred: collections.deque[tuple[PartitionLifecycle, LiveRun]] = collections.deque()
         faust.agent(topic, name=f"steplog-fn-{fn.fn_id}")(self._agent)
 
     def lifecycle(self, partition: int, resume_token: str | None = None) -> PartitionLifecycle:
@@ -152,7 +158,7 @@ class FunctionRuntime:
             life = self.lifecycle(msg.partition)
             try:
                 key = (msg.key or b"").decode()
-                await self._carry_out(life, life.handle(record, key, now_ms()))
+                await self._carry_out(life, life.handle(record, key, now_ms(), msg.offset))
             except Exception:
                 log.exception(
                     "%s[%s]@%s: %s record of run %s failed",
@@ -169,7 +175,12 @@ class FunctionRuntime:
         outbox = self.outbox
         for cmd in commands:
             if isinstance(cmd, Activate):
+                if self.pumping:
+                    self.deferred.append((life, cmd.run))
+                    continue
                 await self._activate(life, cmd.run)
+                while self.deferred:
+                    await self._activate(*self.deferred.popleft())
             elif isinstance(cmd, Release):
                 self._release(cmd.run, stop=cmd.stop)
             elif isinstance(cmd, Announce):
@@ -222,16 +233,20 @@ class FunctionRuntime:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.inline_budget
         driver = run.driver
-        while life.is_live(run):
-            try:
-                effect = await driver.next_effect(max(deadline - loop.time(), 0.0))
-            except TimeoutError:
-                break
-            if effect is None:  # ended without a terminal effect: only a bug does that
-                log.error("run %s: its activation ended without an outcome", run.run_id)
-                await self._carry_out(life, life.abandon(run))
-                return
-            await self._carry_out(life, life.apply(run, effect, now_ms()))
+        self.pumping = True
+        try:
+            while life.is_live(run):
+                try:
+                    effect = await driver.next_effect(max(deadline - loop.time(), 0.0))
+                except TimeoutError:
+                    break
+                if effect is None:  # ended without a terminal effect: only a bug does that
+                    log.error("run %s: its activation ended without an outcome", run.run_id)
+                    await self._carry_out(life, life.abandon(run, now_ms()))
+                    return
+                await self._carry_out(life, life.apply(run, effect, now_ms()))
+        finally:
+            self.pumping = False
         if life.is_live(run):
             life.detach(run)
             written = self.outbox.written()

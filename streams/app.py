@@ -64,6 +64,8 @@ class _Sender(Protocol):
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
 MAX_CONCURRENCY_ENTRIES = 2
+#: A priority moves a queued run ahead by at most this many seconds (as Inngest).
+MAX_PRIORITY_S = 600
 #: The system event ``on_failure`` handlers trigger on.
 FUNCTION_FAILED = "inngest/function.failed"
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,126}[a-z0-9])?$")
@@ -93,6 +95,7 @@ class Function:
         failure_of: str | None = None,
         cancel: Sequence[Cancel] = (),
         timeouts: Timeouts | None = None,
+        priority: Priority | None = None,
     ) -> None:
         self.app_id = app_id
         self.fn_id = fn_id
@@ -119,8 +122,24 @@ class Function:
                 expr = self._expression(f"trigger[{i}].expression", trigger.expression)
                 self._matchers.append((text, is_prefix, expr))
         keys = [self._expression(f"concurrency[{i}].key", c.key) for i, c in enumerate(concurrency)]
-        self._key_expr = next((k for k in keys if k is not None), None)
+        limited = [(c, k) for c, k in zip(concurrency, keys, strict=True) if c.limit > 0]
+        #: The limits steplog enforces (``limit`` 0 is none), one per slot key.
+        self.slot_limits: tuple[int, ...] = tuple(c.limit for c, _ in limited)
+        self._slot_exprs = [k for _, k in limited]
+        sources = {c.key for c, _ in limited}
+        #: A limit counts every run of the function (no key), or two limits count by
+        #: different keys: all runs go to one partition, where one gate counts them.
+        self.slots_keyless = None in sources
+        self._one_partition = self.slots_keyless or len(sources) > 1
+        if limited and not self._one_partition:
+            self._key_expr = limited[0][1]
+        else:
+            self._key_expr = next((k for k in keys if k is not None), None)
         self._idempotency_expr = self._expression("idempotency", idempotency)
+        self.priority = priority
+        self._priority_expr = self._expression(
+            "priority.run", priority.run if priority is not None else None
+        )
 
     # --- Questions the router asks ---------------------------------------------------
 
@@ -154,12 +173,50 @@ class Function:
         return False
 
     def run_key(self, event: Event) -> str | None:
-        """The value of the first concurrency key for ``event`` (a string), else None.
+        """The key that picks the partition of the run for ``event``, else None.
 
-        It picks the partition of the run. When the key cannot be evaluated
-        (a missing field) the result is None: the run is keyed by its run id.
+        Without a limit it is the value of the first concurrency key (a string);
+        when that cannot be evaluated (a missing field) the result is None: the run
+        is keyed by its run id. With a limit, every run the limit counts together
+        must meet on one partition: the value of the limit's key, or the
+        function's slug when the key is missing or empty, when a limit has no key,
+        or when two limits have different keys.
         """
-        return self._key(self._key_expr, "concurrency key", event)
+        if self._one_partition:
+            return self.slug
+        value = self._key(self._key_expr, "concurrency key", event)
+        if not value and self.slot_limits:
+            return self.slug
+        return value
+
+    def slot_keys(self, event: Event) -> tuple[str, ...]:
+        """The run's key under each limit of :attr:`slot_limits` (``""``: no key, or a
+        key that cannot be evaluated)."""
+        return tuple(
+            (self._key(expr, "concurrency key", event) or "") if expr is not None else ""
+            for expr in self._slot_exprs
+        )
+
+    def priority_s(self, event: Event) -> int:
+        """The run's priority in seconds (-600..600): how far ahead of the runs queued
+        before it it goes. An expression that fails, or is not a number, gives 0."""
+        expr = self._priority_expr
+        if expr is None:
+            return 0
+        try:
+            value = expr.evaluate(event_bindings(event))
+        except ExpressionError as exc:
+            log.warning("%s: priority not evaluated for event %s: %s", self.slug, event.id, exc)
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            log.warning(
+                "%s: priority for event %s is %r, not a number of seconds; using 0",
+                self.slug,
+                event.id,
+                value,
+            )
+            return 0
+        return max(-MAX_PRIORITY_S, min(MAX_PRIORITY_S, int(value)))
 
     def idempotency_key(self, event: Event) -> str | None:
         """The value of the ``idempotency`` expression for ``event``, else None."""
@@ -279,7 +336,6 @@ class App:
             "throttle": throttle,
             "rate_limit": rate_limit,
             "debounce": debounce,
-            "priority": priority,
             "batch_events": batch_events,
             "singleton": singleton,
         }
@@ -296,6 +352,8 @@ class App:
             raise ConfigError(f"{slug}: timeouts must be Timeouts(start=..., finish=...)")
         if idempotency is not None and not isinstance(idempotency, str):
             raise ConfigError(f"{slug}: idempotency must be a CEL expression string")
+        if priority is not None and not isinstance(priority, Priority):
+            raise ConfigError(f"{slug}: priority must be Priority(run='<CEL expression>')")
 
         def register(handler: Handler) -> Function:
             _check_handler(slug, "handler", handler)
@@ -311,6 +369,7 @@ class App:
                 name=name,
                 cancel=cancel_rules,
                 timeouts=timeouts,
+                priority=priority,
             )
             failure = None
             if on_failure is not None:
@@ -440,6 +499,17 @@ def _concurrency(slug: str, value: Concurrency | Sequence[Concurrency] | None) -
     for i, item in enumerate(items):
         if not isinstance(item, Concurrency):
             raise ConfigError(f"{slug}: concurrency[{i}]: expected Concurrency, got {item!r}")
+        if item.scope == "account":
+            raise ConfigError(
+                f"{slug}: concurrency[{i}]: scope 'account' counts runs of other apps, "
+                "which one steplog app cannot see; use scope 'fn' (this function) or "
+                "'env' (every function of this app, with a key)"
+            )
+        if item.scope == "env":
+            raise ConfigError(
+                f"{slug}: concurrency[{i}]: scope 'env' is not implemented yet in this "
+                "version of steplog; use scope 'fn'"
+            )
     return items
 
 

@@ -43,6 +43,7 @@ from streams.event import Event, accept
 from streams.expressions import event_vars
 from streams.ids import time_prefix
 from streams.lifecycle import state as keys
+from streams.lifecycle.limits import QUEUE, Gate, Queued
 from streams.lifecycle.records import (
     Cancel,
     EffectRecord,
@@ -207,11 +208,17 @@ class PartitionLifecycle:
         #: every earlier record of the partition is applied, its timers may fire.
         self.ready = False
         self.resume_token = resume_token
+        #: The concurrency limits' slots and queue on this partition (None: no limit).
+        self.gate = Gate(fn.slot_limits, keyless=fn.slots_keyless) if fn.slot_limits else None
+        #: The journal offset of the record being handled (orders a queue's ties).
+        self.offset = 0
 
     # --- inputs ---------------------------------------------------------------------
 
-    def handle(self, record: Record, key: str, now: int) -> list[Command]:
-        """Apply one journal record (``key``: its Kafka key, the run's routing key)."""
+    def handle(self, record: Record, key: str, now: int, offset: int = 0) -> list[Command]:
+        """Apply one journal record (``key``: its Kafka key, the run's routing key;
+        ``offset``: its offset, which orders runs queued with the same score)."""
+        self.offset = offset
         if isinstance(record, Start):
             return self._start(record, key, now)
         if isinstance(record, EffectRecord):
@@ -228,7 +235,7 @@ class PartitionLifecycle:
         if isinstance(record, Resume):
             if self.resume_token is not None and record.token != self.resume_token:
                 return []  # an earlier assignment's marker, read again after a crash
-            return self._resume()
+            return self._resume(now)
         if isinstance(record, Sweep):
             return self._sweep(record.start, now)
         if isinstance(record, Tick):
@@ -274,12 +281,12 @@ class PartitionLifecycle:
         self._burst_written(run)
         run.detached = True
 
-    def abandon(self, run: LiveRun) -> list[Command]:
+    def abandon(self, run: LiveRun, now: int) -> list[Command]:
         """``run``'s activation stopped without an outcome: persist it as active, so the
         next resume of the partition runs it again from its memos, and let it go."""
         self._persist(run, active=True)
         self._burst_written(run)
-        return self._release(run, stop=True)
+        return self._release(run, now, stop=True)
 
     def fire_due(self, now: int) -> list[Command]:
         """Wake-ups (and a retention sweep) that are due: records for the journal."""
@@ -315,6 +322,8 @@ class PartitionLifecycle:
         """The partition went to another worker (or this one stops): drop its runs."""
         out: list[Command] = [Release(run, stop=True) for run in self.active.values()]
         self.active.clear()
+        if self.gate is not None:
+            self.gate.clear()
         return out
 
     def is_live(self, run: LiveRun) -> bool:
@@ -336,6 +345,10 @@ class PartitionLifecycle:
             event=rec.event,
             invoker=rec.invoker,
         )
+        if self.gate is not None:
+            event = Event.model_validate(rec.event)
+            state.slots = self.fn.slot_keys(event)
+            state.score = int(event.ts or 0) - 1000 * self.fn.priority_s(event)
         not_before = rec.not_before or 0
         timeouts = self.fn.timeouts
         if timeouts is not None and timeouts.start is not None:
@@ -367,7 +380,7 @@ class PartitionLifecycle:
         memos: dict[str, Memo] = {}
         if not self.ready and next(self.store.scan_keys(keys.memo_prefix(run_id)), None):
             memos = self._memos(run_id)
-        return out + self._activate(LiveRun(run_id, state, memos))
+        return out + self._admit(LiveRun(run_id, state, memos), now)
 
     def _listen_for_cancels(self, run_id: str, key: str, event: Event, now: int) -> list[Command]:
         """Register the function's Cancel rules for this run."""
@@ -394,7 +407,76 @@ class PartitionLifecycle:
 
     def _activate(self, run: LiveRun) -> list[Command]:
         self.active[run.run_id] = run
+        if self.gate is not None:
+            self.gate.hold(run.state.slots)
         return [Activate(run)]
+
+    # --- concurrency limits -------------------------------------------------------------
+
+    def _admit(self, run: LiveRun, now: int) -> list[Command]:
+        """Activate ``run`` if its limits have room and nothing is queued before it;
+        else queue it. Until the partition resumed, the runs that held slots before
+        a restart are not counted yet: every run queues."""
+        gate = self.gate
+        if gate is None:
+            return self._activate(run)
+        self._load_queue(gate)
+        slots = run.state.slots
+        if self.ready and gate.has_room(slots) and not gate.waiting(slots):
+            return self._activate(run)
+        entry = Queued(run.state.score, self.offset, run.run_id, slots)
+        qkey = entry.key
+        # The entry before the state that names it; a timer that woke the run goes
+        # after both (a crash in between leaves a stale entry, dropped when met).
+        self.store.put(qkey, "queue", _queued_body(entry))
+        run.state.status = RunStatus.QUEUED
+        run.state.queued = qkey.decode()
+        self._persist(run, active=False)
+        self._burst_written(run)
+        gate.push(entry)
+        return [self._history(run, now)]
+
+    def _drain(self, freed: tuple[str, ...] | None, now: int) -> list[Command]:
+        """Start the queued runs that have room now (``freed``: the slot keys just let
+        go; None: look at every queue)."""
+        gate = self.gate
+        if gate is None or not self.ready:
+            return []
+        self._load_queue(gate)
+        out: list[Command] = []
+        while (entry := gate.next(freed)) is not None:
+            qkey = entry.key
+            raw = self.store.get(keys.run_key(entry.run_id))
+            state = RunState.from_dict(raw) if raw is not None else None
+            if state is None or state.queued != qkey.decode():
+                self.store.delete(qkey)  # stale: the run went on or ended another way
+                continue
+            state.status = RunStatus.RUNNING
+            state.queued = None
+            run = LiveRun(entry.run_id, state, self._memos(entry.run_id), after_burst=[qkey])
+            if self._start_timed_out(run, now):
+                out += self._finish(run, RunStatus.CANCELLED, now, error=CANCELLED_ERROR)
+                continue
+            out += self._activate(run)  # the entry goes once the run's burst is written
+        return out
+
+    def _start_timed_out(self, run: LiveRun, now: int) -> bool:
+        """A run that never started waited in the queue past its start timeout."""
+        timeouts = self.fn.timeouts
+        if timeouts is None or timeouts.start is None or run.memos or run.state.attempt:
+            return False
+        waited = now - accepted_ms(Event.model_validate(run.state.event))
+        if waited <= to_ms(timeouts.start):
+            return False
+        log.info("run %s of %s: not started within its start timeout", run.run_id, self.slug)
+        return True
+
+    def _load_queue(self, gate: Gate) -> None:
+        if not gate.loaded:
+            gate.load(
+                Queued(int(b["score"]), int(b["offset"]), str(b["run_id"]), tuple(b["slots"]))
+                for _, b in self.store.scan(QUEUE)
+            )
 
     def _stub(self, run_id: str) -> LiveRun | None:
         """A stand-in for a run not in memory (None if it is unknown or ended)."""
@@ -491,7 +573,7 @@ class PartitionLifecycle:
         if wake_at_ms is not None:  # the timer before the state that needs it
             self._set_timer(wake_at_ms, run.run_id, TimerKind.WAKE, run.state.key)
         self._persist(run, active=False)
-        return [*self._release(run, stop=False), self._history(run, now)]
+        return [*self._release(run, now, stop=False), self._history(run, now)]
 
     def _finish(
         self,
@@ -533,8 +615,13 @@ class PartitionLifecycle:
             for key in list(self.store.scan_keys(keys.memo_prefix(run.run_id))):
                 self.store.delete(key)
             self.store.delete(keys.active_key(run.run_id))
+        if state.queued is not None:  # cancelled while it waited for a slot
+            self.store.delete(state.queued.encode())
+            if self.gate is not None:
+                self.gate.discard(run.run_id)
+            state.queued = None
         run.unwritten.clear()
-        out += self._release(run, stop=stop)
+        out += self._release(run, now, stop=stop)
         out.append(self._history(run, now, result=result, error=error))
         return out
 
@@ -559,11 +646,14 @@ class PartitionLifecycle:
             self.store.delete(key)
         run.after_burst.clear()
 
-    def _release(self, run: LiveRun, *, stop: bool) -> list[Command]:
+    def _release(self, run: LiveRun, now: int, *, stop: bool) -> list[Command]:
         self._burst_written(run)
         if self.active.get(run.run_id) is run:
             del self.active[run.run_id]
-            return [Release(run, stop)]
+            if self.gate is None:
+                return [Release(run, stop)]
+            self.gate.free(run.state.slots)
+            return [Release(run, stop), *self._drain(run.state.slots, now)]
         return []
 
     def _history(
@@ -603,7 +693,7 @@ class PartitionLifecycle:
             # activation wrote: activate it again.
             if not self.is_live(run) and run.state.status is RunStatus.WAITING:
                 run.state.status = RunStatus.RUNNING
-                return self._activate(run)
+                return self._admit(run, now)
             return []
         done = completion(rec.run_id, memo, now, output=rec.output, error=rec.error)
         new = apply_effect(run.memos, done)
@@ -616,7 +706,7 @@ class PartitionLifecycle:
             run.woken = True  # its activation learns of it when it suspends
             return out
         run.state.status = RunStatus.RUNNING
-        return out + self._activate(run)
+        return out + self._admit(run, now)
 
     def _cancel(self, run_id: str, reason: str, now: int) -> list[Command]:
         """Cancel a run between steps: a Cancel rule, a timeout, the API or the CLI."""
@@ -657,10 +747,10 @@ class PartitionLifecycle:
             raw = self.store.get(keys.run_key(run_id))
             if raw is not None and run_id not in self.active:
                 state = RunState.from_dict(raw)
-                if not state.status.terminal:
+                if not state.status.terminal and state.status is not RunStatus.QUEUED:
                     state.status = RunStatus.RUNNING
                     run = LiveRun(run_id, state, self._memos(run_id), after_burst=[tkey])
-                    return self._activate(run)  # the timer goes once the burst is written
+                    return self._admit(run, now)  # the timer goes once the burst is written
         else:
             log.warning("%s: dropping a timer of unknown kind %r (%s)", self.slug, kind, rec.timer)
         self.store.delete(tkey)
@@ -686,7 +776,7 @@ class PartitionLifecycle:
 
     # --- rebalances and retention -------------------------------------------------------
 
-    def _resume(self) -> list[Command]:
+    def _resume(self, now: int) -> list[Command]:
         """Every earlier record of the partition is applied: fire timers, resume runs."""
         self.ready = True
         out: list[Command] = []
@@ -707,7 +797,8 @@ class PartitionLifecycle:
                 continue
             log.info("run %s: resuming on %s[%s] from its memos", run_id, self.slug, self.partition)
             out += self._activate(LiveRun(run_id, RunState.from_dict(raw), self._memos(run_id)))
-        return out
+        # The runs that held slots hold them again: the queued ones may take the rest.
+        return out + self._drain(None, now)
 
     def _sweep(self, start: str | None, now: int) -> list[Command]:
         """Forget finished runs whose retention is over, a batch at a time.
@@ -735,3 +826,12 @@ class PartitionLifecycle:
             self.store.delete(key)
         self.store.delete(keys.active_key(run_id))
         self.store.delete(keys.run_key(run_id))
+
+
+def _queued_body(entry: Queued) -> dict[str, Any]:
+    return {
+        "run_id": entry.run_id,
+        "slots": list(entry.slots),
+        "score": entry.score,
+        "offset": entry.offset,
+    }

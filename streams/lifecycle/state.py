@@ -11,6 +11,8 @@ prefix per kind, so related keys sort together and prefix scans find them:
 ``m<run id>|<step id>``    a :class:`~streams.core.memo.Memo`
 ``t<due ms>|<run>|<kind>`` a timer (:mod:`streams.lifecycle.timers`)
 ``i<hash of value>``       the run holding an idempotency key
+``q<slots>|<score>|...``   a run waiting for a concurrency slot
+                           (:mod:`streams.lifecycle.limits`)
 =========================  ==================================================
 """
 
@@ -53,6 +55,8 @@ def idempotency_key(value: str) -> bytes:
 class RunStatus(StrEnum):
     #: Created for an event with a future ``ts``; starts at its timer.
     SCHEDULED = "scheduled"
+    #: Waiting for a concurrency slot (to start, or to go on after a sleep or wait).
+    QUEUED = "queued"
     #: Executing steps (in this worker's memory, or to be resumed from memos).
     RUNNING = "running"
     SLEEPING = "sleeping"
@@ -92,6 +96,12 @@ class RunState:
     invoker: Invoker | None = None
     ended_ms: int | None = None
     persisted: bool = False
+    #: Its concurrency slot keys, one per limit, and its place in their queues (the
+    #: event's ts minus its priority, ms): fixed when it starts.
+    slots: tuple[str, ...] = ()
+    score: int = 0
+    #: The queue key it waits under while QUEUED.
+    queued: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -108,6 +118,11 @@ class RunState:
         out["persisted"] = True
         if self.invoker is not None:
             out["invoker"] = self.invoker.to_dict()
+        if self.slots:
+            out["slots"] = list(self.slots)
+            out["score"] = self.score
+        if self.queued is not None:
+            out["queued"] = self.queued
         return out
 
     @classmethod
@@ -124,4 +139,7 @@ class RunState:
             invoker=Invoker.from_dict(invoker) if invoker else None,
             ended_ms=int(ended) if ended is not None else None,
             persisted=True,
+            slots=tuple(str(k) for k in raw.get("slots") or ()),
+            score=int(raw.get("score") or 0),
+            queued=raw.get("queued"),
         )

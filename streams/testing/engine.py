@@ -197,6 +197,8 @@ class Engine:
         self._forwards: list[tuple[str, LiveRun]] = []
         self._held_forwards: list[tuple[str, LiveRun]] = []
         self._since_commit: dict[str, int] = {}
+        self._pumping = False
+        self._deferred: list[tuple[str, LiveRun]] = []
         #: Counts assignments (each names its resume markers).
         self.generation = 0
         for fn in self.functions.values():
@@ -409,7 +411,8 @@ class Engine:
                     store = self.stores[slug]
                     mark = len(store.writes)
                     life = self.lifecycles[slug]
-                    await self._carry_out(slug, life.handle(item, key, self.clock.now_ms()))
+                    now = self.clock.now_ms()
+                    await self._carry_out(slug, life.handle(item, key, now, offset))
                     writes: list[Durable] = [
                         Wrote(slug, k, kind, body) for k, kind, body in store.writes[mark:]
                     ]
@@ -482,7 +485,14 @@ class Engine:
     async def _carry_out(self, slug: str, commands: Iterable[Command]) -> None:
         for cmd in commands:
             if isinstance(cmd, Activate):
+                # One that a run ending inline let start goes after that run, not
+                # inside it (as in the workers: a queue of runs does not nest).
+                if self._pumping:
+                    self._deferred.append((slug, cmd.run))
+                    continue
                 await self._activate(slug, cmd.run)
+                while self._deferred:
+                    await self._activate(*self._deferred.pop(0))
             elif isinstance(cmd, Release):
                 if cmd.stop and cmd.run.driver is not None:
                     cmd.run.driver.cancel()
@@ -527,18 +537,22 @@ class Engine:
         )
         run.driver.start()
         inline = 0
-        while life.is_live(run):
-            if self.detach_after is not None and inline >= self.detach_after:
-                life.detach(run)
-                self._forwards.append((slug, run))
-                return
-            effect = await run.driver.next_effect()
-            if effect is None:
-                await self._carry_out(slug, life.abandon(run))
-                return
-            inline += 1
-            self._count(effect)
-            await self._carry_out(slug, life.apply(run, effect, self.clock.now_ms()))
+        self._pumping = True
+        try:
+            while life.is_live(run):
+                if self.detach_after is not None and inline >= self.detach_after:
+                    life.detach(run)
+                    self._forwards.append((slug, run))
+                    return
+                effect = await run.driver.next_effect()
+                if effect is None:
+                    await self._carry_out(slug, life.abandon(run, self.clock.now_ms()))
+                    return
+                inline += 1
+                self._count(effect)
+                await self._carry_out(slug, life.apply(run, effect, self.clock.now_ms()))
+        finally:
+            self._pumping = False
 
     async def _forward(self, slug: str, run: LiveRun) -> None:
         if not self.lifecycles[slug].is_live(run):

@@ -99,7 +99,6 @@ def test_handler_must_be_async() -> None:
         ("throttle", Throttle(limit=1, period="1m")),
         ("rate_limit", RateLimit(limit=1, period="1m")),
         ("debounce", Debounce(period="5s")),
-        ("priority", Priority(run="10")),
         ("batch_events", Batch(max_size=10, timeout="5s")),
         ("singleton", Singleton()),
     ],
@@ -157,16 +156,69 @@ def test_matches_wildcards_and_expressions_once_per_event() -> None:
 def test_run_key_and_idempotency_key() -> None:
     fn = declare(
         App("shop"),
-        concurrency=[Concurrency(limit=5), Concurrency(limit=1, key="event.data.userId")],
+        concurrency=[Concurrency(limit=0, key="event.data.userId")],
         idempotency="event.data.orderId",
     )
     event = Event(name="app/x", data={"userId": 42, "orderId": "o-1"})
     assert fn.run_key(event) == "42"
     assert fn.idempotency_key(event) == "o-1"
     assert fn.run_key(Event(name="app/x", data={})) is None  # not evaluable: keyed by run id
+    assert fn.slot_limits == ()  # limit 0: the key only picks the partition
     plain = declare(App("shop"))
     assert plain.run_key(event) is None
     assert plain.idempotency_key(event) is None
+
+
+def test_limits_route_the_runs_they_count_together_to_one_partition() -> None:
+    event = Event(name="app/x", data={"userId": 42, "accountId": "a"})
+    keyed = declare(App("shop"), concurrency=Concurrency(limit=3, key="event.data.userId"))
+    assert keyed.run_key(event) == "42"
+    assert keyed.slot_keys(event) == ("42",)
+    # A key that cannot be evaluated: counted with the others like it, on one partition.
+    assert keyed.run_key(Event(name="app/x", data={})) == "shop-f"
+    assert keyed.slot_keys(Event(name="app/x", data={})) == ("",)
+    both = declare(
+        App("shop"),
+        concurrency=[Concurrency(limit=5), Concurrency(limit=1, key="event.data.userId")],
+    )
+    assert both.slot_limits == (5, 1)
+    assert both.run_key(event) == "shop-f"  # a key-less limit counts every run
+    assert both.slot_keys(event) == ("", "42")
+    two_keys = declare(
+        App("shop"),
+        concurrency=[
+            Concurrency(limit=3, key="event.data.userId"),
+            Concurrency(limit=9, key="event.data.accountId"),
+        ],
+    )
+    assert two_keys.run_key(event) == "shop-f"
+    assert two_keys.slot_keys(event) == ("42", "a")
+    same_key = declare(
+        App("shop"),
+        concurrency=[
+            Concurrency(limit=0, key="event.data.accountId"),
+            Concurrency(limit=3, key="event.data.userId"),
+        ],
+    )
+    assert same_key.run_key(event) == "42"  # the limited key picks the partition
+
+
+def test_priority_is_whole_seconds_clipped_and_zero_when_it_fails() -> None:
+    fn = declare(
+        App("shop"),
+        concurrency=Concurrency(limit=1),
+        priority=Priority(run="event.data.vip ? 120 : event.data.p"),
+    )
+    assert fn.priority_s(Event(name="app/x", data={"vip": True})) == 120
+    assert fn.priority_s(Event(name="app/x", data={"vip": False, "p": -5000})) == -600
+    assert fn.priority_s(Event(name="app/x", data={"vip": False, "p": 2.9})) == 2
+    assert fn.priority_s(Event(name="app/x", data={"vip": False, "p": "high"})) == 0
+    assert fn.priority_s(Event(name="app/x", data={})) == 0  # fails to evaluate
+
+
+def test_concurrency_scopes_other_than_fn_are_refused_clearly() -> None:
+    with pytest.raises(ConfigError, match="scope 'account' counts runs of other apps"):
+        declare(App("shop"), concurrency=Concurrency(limit=1, key="event.id", scope="account"))
 
 
 def test_on_failure_registers_a_second_function() -> None:

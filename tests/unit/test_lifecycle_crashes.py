@@ -34,9 +34,19 @@ from typing import Any
 
 import pytest
 
-from streams import App, Cancel, Context, Event, NonRetriableError, Timeouts, TriggerEvent
+from streams import (
+    App,
+    Cancel,
+    Concurrency,
+    Context,
+    Event,
+    NonRetriableError,
+    Timeouts,
+    TriggerEvent,
+)
 from streams.core import StepCompleted, StepFailed
 from streams.lifecycle import Limits, records
+from streams.lifecycle.limits import QUEUE
 from streams.lifecycle.state import ACTIVE, MEMO, RUN, TIMER, RunStatus
 from streams.testing.engine import EVENTS, Appended, Committed, Durable, Engine, Wrote
 
@@ -258,6 +268,30 @@ def retention_sweep() -> Scenario:
     return Scenario("retention_sweep", app, actions, expect, swept=("short-lived",))
 
 
+def concurrency_queue() -> Scenario:
+    app = App("crash")
+
+    @app.function(
+        fn_id="one-per-user",
+        trigger=TriggerEvent(event="t/notify"),
+        concurrency=Concurrency(limit=1, key="event.data.user"),
+    )
+    async def one(ctx: Context) -> str:
+        user = await ctx.step.run("a", lambda: ctx.event.data["user"])
+        await ctx.step.sleep("nap", "1m")  # holds no slot: the next run of the user goes
+        return str(await ctx.step.run("b", lambda: f"{user}-{ctx.event.data['n']}"))
+
+    actions: list[Action] = [
+        ("send", {"name": "t/notify", "data": {"id": "e1", "user": "u1", "n": 1}}),
+        ("send", {"name": "t/notify", "data": {"id": "e2", "user": "u1", "n": 2}}),
+        ("send", {"name": "t/notify", "data": {"id": "e3", "user": "u2", "n": 3}}),
+        ("advance", "1m"),
+        ("advance", "1m"),
+    ]
+    expect = {"one-per-user": [("completed", "u1-1"), ("completed", "u1-2"), ("completed", "u2-3")]}
+    return Scenario("concurrency_queue", app, actions, expect)
+
+
 SCENARIOS = [
     three_steps,
     retry,
@@ -270,6 +304,7 @@ SCENARIOS = [
     finish_timeout,
     idempotency,
     retention_sweep,
+    concurrency_queue,
 ]
 ORDERS = {
     "inline": {},
@@ -402,9 +437,10 @@ def check_no_orphan(scenario: Scenario, prefix: list[Durable], k: int) -> None:
         ]
         timers = [key for key in store.scan_keys(TIMER) if f"|{run_id}|".encode() in key]
         marked = store.get(ACTIVE + run_id.encode()) is not None
-        assert pending or timers or marked, (
+        queued = any(body["run_id"] == run_id for _, body in store.scan(QUEUE))
+        assert pending or timers or marked or queued, (
             f"{scenario.name}: crash at {k}: run {run_id} of {slug} in state {state} has no "
-            "record, timer or active marker that would move it"
+            "record, timer, active marker or queue entry that would move it"
         )
 
 

@@ -1,0 +1,236 @@
+"""Concurrency limits in the pure lifecycle: who starts, who queues, who goes next.
+
+The partition's lifecycle is driven by hand here: ``Start`` records in, and the
+runs it activates finish (or sleep) when the test says so - the edge's part.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams import App, Concurrency, Context, Priority, Timeouts, TriggerEvent
+from streams.core.effects import RunCompleted, RunSuspended
+from streams.event import Event
+from streams.lifecycle import (
+    Activate,
+    Command,
+    History,
+    LiveRun,
+    MemoryRunStore,
+    PartitionLifecycle,
+)
+from streams.lifecycle.limits import QUEUE
+from streams.lifecycle.records import Cancel, Resume, Start, Wake
+from streams.lifecycle.state import run_key
+from streams.lifecycle.timers import PREFIX as TIMER_PREFIX
+from streams.testing import Engine
+from streams.testing.engine import RUNS
+
+T0 = 1_700_000_000_000
+
+
+async def handler(ctx: Context) -> None:
+    return None
+
+
+class Partition:
+    """One function partition and the runs it activated (the edge's bookkeeping)."""
+
+    def __init__(self, app: App, slug: str, store: MemoryRunStore | None = None) -> None:
+        self.fn = app.functions[slug]
+        self.store = store or MemoryRunStore()
+        self.life = PartitionLifecycle(self.fn, 0, self.store, functions=app.functions)
+        self.running: dict[str, LiveRun] = {}
+        self.started: list[str] = []
+        self.offset = 0
+        self.feed(Resume())
+
+    def feed(self, record: Any, key: str = "", now: int = T0) -> list[Command]:
+        self.offset += 1
+        return self.take(self.life.handle(record, key, now, self.offset))
+
+    def take(self, commands: list[Command]) -> list[Command]:
+        for cmd in commands:
+            if isinstance(cmd, Activate):
+                self.running[cmd.run.run_id] = cmd.run
+                self.started.append(cmd.run.run_id)
+        return commands
+
+    def start(self, run_id: str, data: dict[str, Any], ts: int = T0, now: int = T0) -> None:
+        event = {"name": "app/x", "data": data, "id": run_id, "ts": ts}
+        self.feed(Start(run_id, event), self.fn.run_key(Event.model_validate(event)) or run_id, now)
+
+    def finish(self, run_id: str, now: int = T0) -> None:
+        run = self.running.pop(run_id)
+        self.take(self.life.apply(run, RunCompleted(run_id, None), now))
+
+    def sleep(self, run_id: str, until: int) -> None:
+        run = self.running.pop(run_id)
+        self.take(self.life.apply(run, RunSuspended(run_id, "sleep", until), T0))
+
+    def status(self, run_id: str) -> str:
+        return str(self.store.get(run_key(run_id))["status"])
+
+
+def declare(**options: Any) -> tuple[App, str]:
+    app = App("lim")
+    app.function(fn_id="f", trigger=TriggerEvent("app/x"), **options)(handler)
+    return app, "lim-f"
+
+
+def test_a_keyed_limit_queues_the_runs_over_it_and_starts_them_as_slots_free() -> None:
+    p = Partition(*declare(concurrency=Concurrency(limit=2, key="event.data.user")))
+    for i in range(5):
+        p.start(f"r{i}", {"user": "u1"})
+    p.start("other", {"user": "u2"})
+    assert p.started == ["r0", "r1", "other"]  # u2 has its own two slots
+    assert [p.status(f"r{i}") for i in (2, 3, 4)] == ["queued"] * 3
+    p.finish("r0")
+    assert p.started[-1] == "r2"
+    p.finish("other")  # frees a u2 slot: nothing of u1 moves
+    assert len(p.started) == 4
+    p.finish("r1")
+    p.finish("r2")
+    assert p.started[-2:] == ["r3", "r4"]
+    # A started run's queue entry stays until its first burst is written (a crash
+    # before then leaves it queued, not lost), then goes.
+    assert len(list(p.store.scan(QUEUE))) == 2
+    p.finish("r3")
+    p.life.detach(p.running["r4"])
+    assert not list(p.store.scan(QUEUE))
+
+
+def test_a_run_that_sleeps_holds_no_slot_and_queues_again_when_it_wakes() -> None:
+    p = Partition(*declare(concurrency=Concurrency(limit=1, key="event.data.user")))
+    p.start("a", {"user": "u"})
+    p.start("b", {"user": "u"})
+    assert p.started == ["a"]
+    p.sleep("a", T0 + 1000)
+    assert p.started == ["a", "b"]  # a sleeps: b takes the slot
+    timer = next(p.store.scan_keys(TIMER_PREFIX))
+    p.feed(Wake("a", timer.decode()), "u", T0 + 1000)
+    assert p.status("a") == "queued"  # b still runs
+    assert next(p.store.scan_keys(TIMER_PREFIX), None) is None  # the queue entry moves it
+    p.finish("b")
+    assert p.started == ["a", "b", "a"]
+
+
+def test_queued_runs_start_in_ts_order_then_arrival_and_priority_moves_them_ahead() -> None:
+    p = Partition(
+        *declare(
+            concurrency=Concurrency(limit=1, key="event.data.user"),
+            priority=Priority(run="has(event.data.vip) ? 30 : 0"),
+        )
+    )
+    p.start("first", {"user": "u"}, ts=T0)
+    p.start("late", {"user": "u"}, ts=T0 + 20_000)
+    p.start("early", {"user": "u"}, ts=T0 + 5_000)  # arrived later, happened earlier
+    p.start("tie", {"user": "u"}, ts=T0 + 5_000)
+    p.start("vip", {"user": "u", "vip": True}, ts=T0 + 40_000)  # 30 s ahead: before late
+    for _ in range(4):
+        p.finish(p.started[-1])
+    assert p.started == ["first", "early", "tie", "vip", "late"]
+
+
+def test_a_key_less_limit_and_a_keyed_limit_both_hold() -> None:
+    app, slug = declare(
+        concurrency=[Concurrency(limit=3), Concurrency(limit=1, key="event.data.user")]
+    )
+    p = Partition(app, slug)
+    for i, user in enumerate(["a", "a", "b", "c", "d", "b"]):
+        p.start(f"r{i}", {"user": user})
+    assert p.started == ["r0", "r2", "r3"]  # 3 in total, one per user
+    p.finish("r0")  # a's slot and a total slot: r1 (a) is the oldest that fits
+    assert p.started[-1] == "r1"
+    p.finish("r2")  # b frees: r4 (d) came before r5 (b)
+    assert p.started[-1] == "r4"
+    p.finish("r3")
+    assert p.started[-1] == "r5"
+    assert len(p.running) == 3
+
+
+def test_two_keyed_limits_a_freed_slot_of_the_second_key_serves_another_first_key() -> None:
+    app, slug = declare(
+        concurrency=[
+            Concurrency(limit=1, key="event.data.user"),
+            Concurrency(limit=1, key="event.data.team"),
+        ]
+    )
+    p = Partition(app, slug)
+    p.start("a", {"user": "u1", "team": "t"})
+    p.start("b", {"user": "u2", "team": "t"})  # its user is free, its team is not
+    assert p.started == ["a"]
+    p.finish("a")
+    assert p.started == ["a", "b"]
+
+
+def test_a_queued_run_can_be_cancelled_and_its_place_is_gone() -> None:
+    p = Partition(*declare(concurrency=Concurrency(limit=1, key="event.data.user")))
+    p.start("a", {"user": "u"})
+    p.start("b", {"user": "u"})
+    p.start("c", {"user": "u"})
+    out = p.feed(Cancel("b", "not needed"), "u")
+    assert p.status("b") == "cancelled"
+    assert any(isinstance(c, History) and c.record["status"] == "cancelled" for c in out)
+    p.finish("a")
+    assert p.started == ["a", "c"]
+
+
+def test_a_run_queued_past_its_start_timeout_is_cancelled_instead_of_started() -> None:
+    p = Partition(
+        *declare(
+            concurrency=Concurrency(limit=1, key="event.data.user"),
+            timeouts=Timeouts(start="10s"),
+        )
+    )
+    p.start("a", {"user": "u"})
+    p.start("b", {"user": "u"})
+    p.finish("a", now=T0 + 11_000)
+    assert p.started == ["a"]
+    assert p.status("b") == "cancelled"
+
+
+def test_the_queue_survives_a_restart_and_the_resume_counts_the_runs_that_held_slots() -> None:
+    app, slug = declare(concurrency=Concurrency(limit=2, key="event.data.user"))
+    p = Partition(app, slug)
+    for i in range(4):
+        p.start(f"r{i}", {"user": "u"})
+    p.life.detach(p.running["r0"])  # r0 outlives its burst: stored as active
+    # A new owner of the partition: only the store survives. Before its resume marker
+    # every start queues (the runs holding slots are not counted yet) ...
+    q = Partition.__new__(Partition)
+    q.fn, q.store, q.running, q.started, q.offset = p.fn, p.store, {}, [], 2
+    q.life = PartitionLifecycle(q.fn, 0, q.store, functions=app.functions, resume_token="t")
+    q.start("r1", {"user": "u"})  # read again at its offset: it ran inline, unstored
+    assert q.started == []
+    q.feed(Resume("t"))
+    # ... then r0 resumes with its slot, and the oldest queued run takes the other.
+    assert q.started == ["r0", "r1"]
+    q.finish("r0")
+    q.finish("r1")
+    assert q.started == ["r0", "r1", "r2", "r3"]
+
+
+def test_the_in_memory_engine_queues_runs_over_the_limit_and_starts_them_in_order() -> None:
+    app = App("mem")
+    began: dict[str, list[int]] = {"u0": [], "u1": []}
+
+    @app.function(
+        fn_id="notify",
+        trigger=TriggerEvent("app/notify"),
+        concurrency=Concurrency(limit=1, key="event.data.user"),
+    )
+    async def notify(ctx: Context) -> int:
+        user, n = ctx.event.data["user"], ctx.event.data["n"]
+        await ctx.step.run("begin", lambda: began[user].append(n))
+        await ctx.step.run("end", lambda: n)
+        return int(n)
+
+    engine = Engine(app, detach_after=1)  # a run holds its slot past its first step
+    engine.send([{"name": "app/notify", "data": {"user": f"u{n % 2}", "n": n}} for n in range(12)])
+    engine.settle()
+    runs = engine.runs("notify")
+    assert sorted(r.result for r in runs) == list(range(12))
+    assert began == {"u0": [0, 2, 4, 6, 8, 10], "u1": [1, 3, 5, 7, 9, 11]}
+    statuses = [record["status"] for _, record, _ in engine.topics[RUNS]]
+    assert statuses.count("queued") == 10  # all but the first of each user waited
