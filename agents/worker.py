@@ -134,11 +134,12 @@ class Worker:
             for fn in functions.values()
         }
         for fn in functions.values():
-            if fn.concurrency:
-                log.warning(
-                    "%s: concurrency keys route runs, but limits are not enforced "
-                    "by this version of steplog",
+            if fn.one_partition:
+                log.info(
+                    "%s: concurrency limits %s count runs of different keys together: "
+                    "all its runs go to one partition of its journal, one worker runs them",
                     fn.slug,
+                    "/".join(map(str, fn.slot_limits)),
                 )
         self.router = Router(
             self.faust,

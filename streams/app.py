@@ -130,8 +130,8 @@ class Function:
         #: A limit counts every run of the function (no key), or two limits count by
         #: different keys: all runs go to one partition, where one gate counts them.
         self.slots_keyless = None in sources
-        self._one_partition = self.slots_keyless or len(sources) > 1
-        if limited and not self._one_partition:
+        self.one_partition: bool = self.slots_keyless or len(sources) > 1
+        if limited and not self.one_partition:
             self._key_expr = limited[0][1]
         else:
             self._key_expr = next((k for k in keys if k is not None), None)
@@ -182,7 +182,7 @@ class Function:
         function's slug when the key is missing or empty, when a limit has no key,
         or when two limits have different keys.
         """
-        if self._one_partition:
+        if self.one_partition:
             return self.slug
         value = self._key(self._key_expr, "concurrency key", event)
         if not value and self.slot_limits:

@@ -48,6 +48,7 @@ from streams.kafka.admin import ensure_topics
 from streams.options import TriggerCron, TriggerEvent
 from streams.serde import set_default_codec
 from streams.settings import Settings
+from streams.testing.engine import RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -201,6 +202,23 @@ def _readme_example(block: Block) -> None:
         assert [(e.name, e.data) for e in result.events_sent] == [
             ("app/order.paid", {"id": "ch-1"})
         ]
+
+
+@check("readme-concurrency")
+def _readme_concurrency(block: Block) -> None:
+    page = block.run()
+    fn = page.send_notification
+    assert fn.slot_limits == (3, 50) and fn.one_partition
+    # In memory, runs that hold their slots past their first step: 3 of one user run,
+    # the other 5 of that user queue, another user's run is not held up by them.
+    engine = testing.Engine(page.app, detach_after=0)
+    events = [{"name": "app/notification.send", "data": {"userId": "u1"}} for _ in range(8)]
+    engine.send([*events, {"name": "app/notification.send", "data": {"userId": "u2"}}])
+    engine.settle()
+    runs = engine.runs("send-notification")
+    assert sorted(r.result for r in runs) == ["sent to u1"] * 8 + ["sent to u2"]
+    queued = [r for _, r, _ in engine.topics[RUNS] if r["status"] == "queued"]
+    assert len(queued) == 5
 
 
 @check("testing-engine")

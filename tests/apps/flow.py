@@ -1,0 +1,74 @@
+"""Functions for the flow-control tests: concurrency limits, keyed and key-less.
+
+Each step appends ``<run id> start|end <label> <unix ms> <pid>`` to the ledger when
+it begins and when it lets go (in a ``finally``: a step cancelled by a shutdown lets
+go too), so the tests can measure, from outside, how many ran at once. The app id
+comes from TEST_APP_ID; the "notify" steps hold until the file TEST_GATE exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from streams import App, Concurrency, Context, Event, TriggerEvent
+
+app = App(os.environ.get("TEST_APP_ID", "flow"))
+LEDGER = Path(os.environ.get("TEST_LEDGER", "/tmp/steplog-ledger.txt"))
+GATE = Path(os.environ.get("TEST_GATE", "/tmp/steplog-gate"))
+STEP_S = float(os.environ.get("TEST_STEP_S", "0.05"))
+
+
+def mark(ctx: Context, what: str, label: str) -> None:
+    with LEDGER.open("a") as f:
+        f.write(f"{ctx.run_id} {what} {label} {time.time_ns() // 1_000_000} {os.getpid()}\n")
+
+
+async def held(ctx: Context, label: str, until_gate: bool) -> str:
+    """A step body that occupies its slot: until the gate opens, then ``STEP_S``."""
+    mark(ctx, "start", label)
+    try:
+        while until_gate and not GATE.exists():
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(STEP_S)
+    finally:
+        mark(ctx, "end", label)
+    return label
+
+
+# --- "Max 3 notifications per user at once" (seed) ----------------------------------
+@app.function(
+    fn_id="notify",
+    trigger=TriggerEvent(event="app/notification.send"),
+    concurrency=Concurrency(limit=3, key="event.data.user"),
+)
+async def notify(ctx: Context) -> str:
+    label = f"{ctx.event.data['user']}:{ctx.event.data['seq']}"
+    return await ctx.step.run("deliver", held, ctx, label, True)
+
+
+# --- Pitfall #2: one event fans out to many sends against an API that takes 50 -------
+@app.function(fn_id="campaign", trigger=TriggerEvent(event="app/campaign.started"))
+async def campaign(ctx: Context) -> int:
+    total = int(ctx.event.data["emails"])
+    for first in range(0, total, 1000):
+        await ctx.step.send_event(
+            f"emails-{first}",
+            [
+                Event(name="app/email.send", data={"n": n})
+                for n in range(first, min(first + 1000, total))
+            ],
+        )
+    return total
+
+
+@app.function(
+    fn_id="email-send",
+    trigger=TriggerEvent(event="app/email.send"),
+    concurrency=Concurrency(limit=50),
+)
+async def email_send(ctx: Context) -> int:
+    await ctx.step.run("send", held, ctx, str(ctx.event.data["n"]), False)
+    return int(ctx.event.data["n"])

@@ -1,0 +1,220 @@
+"""Flow control on the real broker, checked from outside by what the steps record.
+
+- "Max 3 notifications per user at once" (seed): 30 events for 3 users on two
+  workers, one restarted while runs wait in the queue: never more than 3 of a
+  user's steps at once, and the runs that waited start in their events' ``ts``
+  order, not the order they arrived in.
+- Pitfall #2, "Fan-Out Overwhelms External API → concurrency: { limit: 50 }": one
+  event fans out to 2,000 sends of a function with a key-less limit of 50, on three
+  workers, the one running them restarted mid-way: never more than 50 at once
+  across all of them, every send's run finished once, and the overlap stays at the
+  limit while runs wait (the mean overlap / limit is printed).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streams import Client
+from streams.cli.runs import read_history
+from streams.settings import Settings
+from tests.worker_harness import (
+    Watch,
+    WorkerProc,
+    finished,
+    ledger_lines,
+    wait_distinct,
+    wait_group_stable,
+    wait_until,
+)
+
+pytestmark = pytest.mark.kafka
+
+TARGET = "tests.apps.flow:app"
+
+
+@pytest.fixture
+def app_id(unique_name: Callable[[str], str]) -> str:
+    return unique_name("flow")
+
+
+class Step:
+    """One execution of a step body: who ran it, where, from when to when (unix ms)."""
+
+    def __init__(self, run_id: str, label: str, pid: int, start: int, order: int) -> None:
+        self.run_id, self.label, self.pid, self.start, self.order = run_id, label, pid, start, order
+        self.end: int | None = None
+
+
+def steps(ledger: Path, stopped: dict[int, int] | None = None) -> list[Step]:
+    """The ledger's executions, paired start to end. One that never recorded its end
+    (its process went away) counts as running until its process stopped."""
+    open_: dict[tuple[str, int], Step] = {}
+    out: list[Step] = []
+    for order, line in enumerate(ledger_lines(ledger)):
+        run_id, what, label, at, pid = line.split(" ")
+        if what == "start":
+            step = Step(run_id, label, int(pid), int(at), order)
+            open_[(run_id, int(pid))] = step
+            out.append(step)
+        else:
+            open_.pop((run_id, int(pid))).end = int(at)
+    for step in open_.values():
+        step.end = (stopped or {}).get(step.pid, 2**62)
+    return out
+
+
+def overlap(execs: list[Step]) -> tuple[int, list[tuple[int, int]]]:
+    """The most executions at once, and the count after each change: (ms, count).
+    At one ms an end goes before a start (a slot handed over within the ms)."""
+    changes = sorted([(s.start, 1) for s in execs] + [(s.end or 0, -1) for s in execs])
+    running, most, curve = 0, 0, []
+    for at, delta in changes:
+        running += delta
+        most = max(most, running)
+        curve.append((at, running))
+    return most, curve
+
+
+def mean_overlap(curve: list[tuple[int, int]], begin: int, end: int) -> float:
+    """The time-weighted mean of the count between ``begin`` and ``end`` (ms)."""
+    total, last_at, last = 0.0, begin, 0
+    for at, running in curve:
+        if at > begin:
+            total += last * (min(at, end) - last_at)
+            last_at = min(at, end)
+        last = running
+        if at >= end:
+            break
+    total += last * max(end - last_at, 0)
+    return total / max(end - begin, 1)
+
+
+def test_max_3_notifications_per_user_at_once_in_ts_order_across_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    settings = settings.model_copy(update={"partitions": 4})
+    gate = tmp_path / "gate"
+    env = {"TEST_LEDGER": str(ledger), "TEST_GATE": str(gate)}
+    pool = [WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", **env) for i in (1, 2)]
+    for w in pool:
+        workers.append(w.start())
+    slug = f"{app_id}-notify"
+    journal = settings.topic(f"steplog-{app_id}-fn-notify")
+    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    # Per user: three events start runs that hold their slots; seven more arrive in
+    # a shuffled order, their ts in another - the queue must follow ts.
+    rng = random.Random(9)
+    base = int(time.time() * 1000) - 60_000
+    events, queued_order = [], {}
+    for user in ("ann", "bob", "cy"):
+        ts = [base + 1000 * i for i in range(10)]
+        later = ts[3:]
+        rng.shuffle(later)
+        arrival = ts[:3] + later
+        for seq, at in enumerate(arrival):
+            events.append(
+                {"name": "app/notification.send", "ts": at, "data": {"user": user, "seq": seq}}
+            )
+        by_ts = sorted(range(3, 10), key=lambda s: arrival[s])
+        queued_order[user] = [f"{user}:{s}" for s in by_ts]
+    with Client(settings) as client:
+        # (events of one user may reach the function through different partitions of
+        # `events`: the first three go first, so that they are the ones that run)
+        client.send([e for e in events if e["data"]["seq"] < 3])
+        wait_until(lambda: len(steps(ledger)) == 9, 60, "the first 3 runs of each user")
+        client.send([e for e in events if e["data"]["seq"] >= 3])
+
+    def queued() -> int:
+        runs = read_history(settings, app_id)
+        return sum(1 for r in runs.values() if r["status"] == "queued")
+
+    wait_until(lambda: queued() == 21, 60, "21 runs queued behind the first 3 of each user")
+    # A restart while they wait: the queue and the held slots survive it.
+    first = steps(ledger)[0]
+    owner = next(w for w in pool if w.proc is not None and w.proc.pid == first.pid)
+    owner.stop()
+    stopped = {first.pid: int(time.time() * 1000)}
+    owner.start()
+    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    gate_at = int(time.time() * 1000)
+    gate.touch()
+    done = wait_distinct(watch, finished(slug), 30, timeout=90)
+    assert sorted(e.data["result"] for e in done) == sorted(
+        f"{e['data']['user']}:{e['data']['seq']}" for e in events
+    )
+    assert len({e.data["run_id"] for e in done}) == 30  # one run per event
+    execs = steps(ledger, stopped)
+    # The stopped worker's held steps were cut off and ran again on the new owner.
+    cut = {s.run_id for s in execs if s.pid == first.pid}
+    assert cut and all(any(s.run_id == r and s.pid != first.pid for s in execs) for r in cut)
+    by_user: dict[str, list[Step]] = defaultdict(list)
+    for s in execs:
+        by_user[s.label.split(":")[0]].append(s)
+    for user, mine in by_user.items():
+        most, _ = overlap(mine)
+        assert most <= 3, f"{user}: {most} steps at once"
+        first_start: dict[str, Step] = {}
+        for s in sorted(mine, key=lambda s: s.order):
+            first_start.setdefault(s.label, s)
+        started = sorted(
+            (s for s in first_start.values() if int(s.label.split(":")[1]) >= 3),
+            key=lambda s: s.order,
+        )
+        assert [s.label for s in started] == queued_order[user], f"{user} out of ts order"
+        assert all(s.start >= gate_at for s in started)  # none ran before a slot was free
+
+
+def test_a_key_less_limit_of_50_holds_across_three_workers_and_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    settings = settings.model_copy(update={"partitions": 4})
+    total, limit = 2000, 50
+    # Sends of 0.5 s: the limit, not the partition's pace, bounds them (ideal: 20 s).
+    env = {"TEST_LEDGER": str(ledger), "TEST_STEP_S": "0.5"}
+    pool = [WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", **env) for i in (1, 2, 3)]
+    for w in pool:
+        workers.append(w.start())
+    slug = f"{app_id}-email-send"
+    journal = settings.topic(f"steplog-{app_id}-fn-email-send")
+    wait_group_stable(settings, f"steplog-{app_id}", 3, journal)
+    with Client(settings) as client:
+        client.send({"name": "app/campaign.started", "data": {"emails": total}})
+    # Mid-way, the worker running the sends is restarted (SIGTERM, then started again).
+    wait_until(lambda: len(ledger_lines(ledger)) >= total // 2, 120, "half of the sends")
+    first = steps(ledger)[0]
+    owner = next(w for w in pool if w.proc is not None and w.proc.pid == first.pid)
+    owner.stop()
+    stopped = {first.pid: int(time.time() * 1000)}
+    owner.start()
+    done = wait_distinct(watch, finished(slug), total, timeout=240)
+    assert sorted(e.data["result"] for e in done) == list(range(total))
+    assert len({e.data["run_id"] for e in done}) == total  # one run per send
+    assert len(done) == total  # and each finished once
+    execs = steps(ledger, stopped)
+    assert {s.label for s in execs} == {str(n) for n in range(total)}
+    most, curve = overlap(execs)
+    assert most <= limit, f"{most} sends at once, over the limit of {limit}"
+    # Saturation: from the first send until the last one started, runs were waiting.
+    begin, end = min(s.start for s in execs), max(s.start for s in execs)
+    mean = mean_overlap(curve, begin, end)
+    print(
+        f"key-less limit {limit}: {total} sends, {len(execs)} step executions, "
+        f"max overlap {most}, mean overlap / limit {mean / limit:.2f} over {end - begin} ms"
+    )
