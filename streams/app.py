@@ -96,6 +96,8 @@ class Function:
         cancel: Sequence[Cancel] = (),
         timeouts: Timeouts | None = None,
         priority: Priority | None = None,
+        rate_limit: RateLimit | None = None,
+        singleton: Singleton | None = None,
     ) -> None:
         self.app_id = app_id
         self.fn_id = fn_id
@@ -126,13 +128,33 @@ class Function:
         #: The limits steplog enforces (``limit`` 0 is none), one per slot key.
         self.slot_limits: tuple[int, ...] = tuple(c.limit for c, _ in limited)
         self._slot_exprs = [k for _, k in limited]
-        sources = {c.key for c, _ in limited}
-        #: A limit counts every run of the function (no key), or two limits count by
-        #: different keys: all runs go to one partition, where one gate counts them.
-        self.slots_keyless = None in sources
-        self.one_partition: bool = self.slots_keyless or len(sources) > 1
-        if limited and not self.one_partition:
-            self._key_expr = limited[0][1]
+        self.slots_keyless = any(c.key is None for c, _ in limited)
+        #: ``rate_limit``: at most ``limit`` runs start per ``period`` per key; the
+        #: events over it start no run (a ``skipped`` run says so).
+        self.rate_limit = rate_limit
+        self._rate_expr = self._expression(
+            "rate_limit.key", rate_limit.key if rate_limit is not None else None
+        )
+        #: ``singleton``: at most one run per key is not finished.
+        self.singleton = singleton
+        self._singleton_expr = self._expression(
+            "singleton.key", singleton.key if singleton is not None else None
+        )
+        # The runs a limit, a rate limit or a singleton counts together must meet on
+        # one partition, where one lifecycle decides for all of them: by their key, or
+        # all on one partition when one has no key or two have different keys.
+        together: list[tuple[str | None, Expression | None]] = [(c.key, k) for c, k in limited]
+        if rate_limit is not None:
+            together.append((rate_limit.key, self._rate_expr))
+        if singleton is not None:
+            together.append((singleton.key, self._singleton_expr))
+        sources = {text for text, _ in together}
+        #: Every run of the function goes to one partition (see :meth:`run_key`).
+        self.one_partition: bool = None in sources or len(sources) > 1
+        #: Whether a run's partition is fixed by what counts runs together.
+        self._counted = bool(together)
+        if together and not self.one_partition:
+            self._key_expr = together[0][1]
         else:
             self._key_expr = next((k for k in keys if k is not None), None)
         self._idempotency_expr = self._expression("idempotency", idempotency)
@@ -185,9 +207,17 @@ class Function:
         if self.one_partition:
             return self.slug
         value = self._key(self._key_expr, "concurrency key", event)
-        if not value and self.slot_limits:
+        if not value and self._counted:
             return self.slug
         return value
+
+    def rate_key(self, event: Event) -> str:
+        """The run's key under ``rate_limit`` (``""``: none, or not evaluated)."""
+        return self._key(self._rate_expr, "rate_limit key", event) or ""
+
+    def singleton_key(self, event: Event) -> str:
+        """The run's key under ``singleton`` (``""``: none, or not evaluated)."""
+        return self._key(self._singleton_expr, "singleton key", event) or ""
 
     def slot_keys(self, event: Event) -> tuple[str, ...]:
         """The run's key under each limit of :attr:`slot_limits` (``""``: no key, or a
@@ -334,10 +364,8 @@ class App:
         slug = f"{self.app_id}-{fn_id}"
         unimplemented = {
             "throttle": throttle,
-            "rate_limit": rate_limit,
             "debounce": debounce,
             "batch_events": batch_events,
-            "singleton": singleton,
         }
         for option, value in unimplemented.items():
             if value is not None:
@@ -354,6 +382,10 @@ class App:
             raise ConfigError(f"{slug}: idempotency must be a CEL expression string")
         if priority is not None and not isinstance(priority, Priority):
             raise ConfigError(f"{slug}: priority must be Priority(run='<CEL expression>')")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ConfigError(f"{slug}: rate_limit must be RateLimit(limit=..., period=...)")
+        if singleton is not None and not isinstance(singleton, Singleton):
+            raise ConfigError(f"{slug}: singleton must be Singleton(key=..., mode=...)")
 
         def register(handler: Handler) -> Function:
             _check_handler(slug, "handler", handler)
@@ -370,6 +402,8 @@ class App:
                 cancel=cancel_rules,
                 timeouts=timeouts,
                 priority=priority,
+                rate_limit=rate_limit,
+                singleton=singleton,
             )
             failure = None
             if on_failure is not None:

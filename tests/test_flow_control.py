@@ -9,6 +9,11 @@
   workers, the one running them restarted mid-way: never more than 50 at once
   across all of them, every send's run finished once, and the overlap stays at the
   limit while runs wait (the mean overlap / limit is printed).
+- A rate limit of 5 an hour per user, two workers, one restarted between two bursts:
+  5 runs per user, the other events skipped (shown as skipped runs, no step ran).
+- Singletons, two workers, the one running the key's run restarted: a second event
+  of the key is skipped while the first run goes on elsewhere (``skip``), or cancels
+  the run holding the key (``cancel``); once the run ends the key is free again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -218,3 +224,139 @@ def test_a_key_less_limit_of_50_holds_across_three_workers_and_a_restart(
         f"key-less limit {limit}: {total} sends, {len(execs)} step executions, "
         f"max overlap {most}, mean overlap / limit {mean / limit:.2f} over {end - begin} ms"
     )
+
+
+def history_of(settings: Settings, app_id: str, fn_id: str) -> list[dict[str, Any]]:
+    """The latest history record of each run of ``fn_id``."""
+    slug = f"{app_id}-{fn_id}"
+    return [r for r in read_history(settings, app_id).values() if r["function_id"] == slug]
+
+
+def seq_of(run: dict[str, Any]) -> int:
+    return int(run["body"]["event"]["data"]["seq"])
+
+
+def test_a_rate_limit_skips_the_events_over_it_across_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    settings = settings.model_copy(update={"partitions": 4})
+    pool = [
+        WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", TEST_LEDGER=str(ledger))
+        for i in (1, 2)
+    ]
+    for w in pool:
+        workers.append(w.start())
+    journal = settings.topic(f"steplog-{app_id}-fn-digest")
+    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+
+    def ask(seqs: range) -> None:
+        with Client(settings) as client:
+            client.send(
+                [
+                    {"name": "app/digest.requested", "data": {"user": user, "seq": seq}}
+                    for user in ("ann", "bob")
+                    for seq in seqs
+                ]
+            )
+
+    def ended(n: int) -> Callable[[], bool]:
+        return lambda: (
+            sum(
+                r["status"] in ("completed", "skipped")
+                for r in history_of(settings, app_id, "digest")
+            )
+            == n
+        )
+
+    ask(range(6))
+    wait_until(ended(12), 60, "12 digest runs completed or skipped")
+    pool[0].stop()  # the limit's state moves with its partitions
+    pool[0].start()
+    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    ask(range(6, 12))
+    wait_until(ended(24), 60, "24 digest runs completed or skipped")
+    runs = history_of(settings, app_id, "digest")
+    for user in ("ann", "bob"):
+        mine = [r for r in runs if r["body"]["event"]["data"]["user"] == user]
+        done = [seq_of(r) for r in mine if r["status"] == "completed"]
+        skipped = [r for r in mine if r["status"] == "skipped"]
+        assert len(done) == 5 and all(seq < 6 for seq in done), f"{user}: {sorted(done)}"
+        assert len(skipped) == 7
+        assert all("over its rate limit" in r["body"]["error"]["message"] for r in skipped)
+        ran = {s.label for s in steps(ledger) if s.label.startswith(f"{user}:")}
+        assert ran == {f"{user}:{seq}" for seq in done}  # a skipped event ran no step
+    assert len(wait_distinct(watch, finished(f"{app_id}-digest"), 10)) == 10
+
+
+def test_a_singleton_skips_or_cancels_while_a_run_holds_its_key_across_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    settings = settings.model_copy(update={"partitions": 4})
+    gate = tmp_path / "gate"
+    env = {"TEST_LEDGER": str(ledger), "TEST_GATE": str(gate)}
+    pool = [WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", **env) for i in (1, 2)]
+    for w in pool:
+        workers.append(w.start())
+    journal = settings.topic(f"steplog-{app_id}-fn-sync")
+    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+
+    def send(name: str, account: str, seq: int) -> None:
+        with Client(settings) as client:
+            client.send({"name": name, "data": {"account": account, "seq": seq}})
+
+    def started(label: str) -> Step:
+        return wait_until(
+            lambda: next((s for s in steps(ledger) if s.label == label), None), 60, label
+        )
+
+    send("app/account.sync", "acme", 0)
+    first = started("0")
+    # The worker running it stops: the run goes on on the other one, and holds the key.
+    owner = next(w for w in pool if w.proc is not None and w.proc.pid == first.pid)
+    owner.stop()
+    owner.start()
+    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    send("app/account.sync", "acme", 1)  # skipped: seq 0 is not finished
+    send("app/account.sync", "other", 2)  # another key: runs
+    started("2")
+    wait_until(
+        lambda: (
+            [r["status"] for r in history_of(settings, app_id, "sync") if seq_of(r) == 1]
+            == ["skipped"]
+        ),
+        60,
+        "the second sync of acme skipped",
+    )
+    send("app/account.resync", "acme", 10)
+    started("10")
+    send("app/account.resync", "acme", 11)  # cancels seq 10, then runs
+    [cancelled] = watch.wait_for(
+        lambda e: (
+            e.name == "inngest/function.cancelled" and e.data["function_id"] == f"{app_id}-resync"
+        ),
+        timeout=60,
+    )
+    assert cancelled.data["event"]["data"]["seq"] == 10
+    started("11")
+    gate.touch()
+    done = wait_distinct(watch, finished(f"{app_id}-sync"), 2, timeout=60)
+    assert sorted(e.data["result"] for e in done) == ["0", "2"]
+    send("app/account.sync", "acme", 3)  # the key is free again
+    done = wait_distinct(watch, finished(f"{app_id}-sync"), 3, timeout=60)
+    assert sorted(e.data["result"] for e in done) == ["0", "2", "3"]
+    [resynced] = wait_distinct(watch, finished(f"{app_id}-resync"), 1, timeout=60)
+    assert resynced.data["result"] == "11"
+    # The first sync ran again on the other worker, and never two syncs of acme at once.
+    assert len({s.pid for s in steps(ledger) if s.label == "0"}) >= 2  # moved once or twice
+    acme = [s for s in steps(ledger) if s.label in ("0", "1", "3")]
+    assert overlap(acme)[0] == 1

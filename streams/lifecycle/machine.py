@@ -21,6 +21,7 @@ same ids, never lost. See docs/runtime.md "Guarantees".
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -212,6 +213,8 @@ class PartitionLifecycle:
         self.gate = Gate(fn.slot_limits, keyless=fn.slots_keyless) if fn.slot_limits else None
         #: The journal offset of the record being handled (orders a queue's ties).
         self.offset = 0
+        #: Events that started no run here, by why (rate limit, singleton).
+        self.skipped: Counter[str] = Counter()
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -345,24 +348,29 @@ class PartitionLifecycle:
             event=rec.event,
             invoker=rec.invoker,
         )
+        event = Event.model_validate(rec.event)
+        out: list[Command] = []
+        if self.fn.rate_limit is not None and not self._rate_allows(run_id, event, now):
+            return self._skip(LiveRun(run_id, state), now, "over its rate limit")
+        if self.fn.singleton is not None:
+            held = self._singleton(run_id, event, now)
+            if held is None:
+                return self._skip(LiveRun(run_id, state), now, "its singleton key is held")
+            out += held
         if self.gate is not None:
-            event = Event.model_validate(rec.event)
             state.slots = self.fn.slot_keys(event)
             state.score = int(event.ts or 0) - 1000 * self.fn.priority_s(event)
         not_before = rec.not_before or 0
         timeouts = self.fn.timeouts
         if timeouts is not None and timeouts.start is not None:
-            waited = now - max(accepted_ms(Event.model_validate(rec.event)), not_before)
+            waited = now - max(accepted_ms(event), not_before)
             if waited > to_ms(timeouts.start):
                 log.info("run %s of %s: not started within its start timeout", run_id, self.slug)
-                return self._finish(
+                return out + self._finish(
                     LiveRun(run_id, state), RunStatus.CANCELLED, now, error=CANCELLED_ERROR
                 )
-        out = (
-            self._listen_for_cancels(run_id, key, Event.model_validate(rec.event), now)
-            if self.fn.cancel
-            else []
-        )
+        if self.fn.cancel:
+            out += self._listen_for_cancels(run_id, key, event, now)
         if timeouts is not None and timeouts.finish is not None:
             due = max(now, not_before) + to_ms(timeouts.finish)
             self._set_timer(due, run_id, TimerKind.TIMEOUT, key)
@@ -381,6 +389,71 @@ class PartitionLifecycle:
         if not self.ready and next(self.store.scan_keys(keys.memo_prefix(run_id)), None):
             memos = self._memos(run_id)
         return out + self._admit(LiveRun(run_id, state, memos), now)
+
+    # --- rate limits and singletons -----------------------------------------------------
+
+    def _rate_allows(self, run_id: str, event: Event, now: int) -> bool:
+        """GCRA: ``limit`` starts per ``period`` per key, all at once or spread; taking
+        one moves the key's next free start on by ``period / limit``. The entry names
+        the last run that took a place: a crash can lose the writes after it (the run's
+        state) but no later run's, so that run is the only one to read again."""
+        rate = self.fn.rate_limit
+        assert rate is not None
+        period = to_ms(rate.period)
+        interval = period / rate.limit
+        rkey = keys.rate_key(self.fn.rate_key(event))
+        stored = self.store.get(rkey)
+        if stored is not None and stored.get("run_id") == run_id:
+            return True  # this start, read again after a crash: it took its place then
+        tat = max(float(stored["tat"]) if stored is not None else 0.0, float(now))
+        if tat + interval - now > period:
+            return False
+        self.store.put(rkey, "rate", {"tat": tat + interval, "run_id": run_id})
+        return True
+
+    def _singleton(self, run_id: str, event: Event, now: int) -> list[Command] | None:
+        """Claim the run's singleton key: None if another run holds it and the mode is
+        ``skip``; else the commands that cancel the holder (mode ``cancel``)."""
+        singleton = self.fn.singleton
+        assert singleton is not None
+        skey = keys.singleton_key(self.fn.singleton_key(event))
+        out: list[Command] = []
+        claim = self.store.get(skey)
+        holder = str(claim["run_id"]) if claim is not None else None
+        if holder is not None and holder != run_id and self._unfinished(holder):
+            if singleton.mode == "skip":
+                return None
+            out = self._cancel(holder, "a newer run took its singleton key", now)
+        self.store.put(skey, "singleton", {"run_id": run_id})
+        return out
+
+    def _unfinished(self, run_id: str) -> bool:
+        if run_id in self.active:
+            return True
+        raw = self.store.get(keys.run_key(run_id))
+        return raw is not None and not RunStatus(raw["status"]).terminal
+
+    def _skip(self, run: LiveRun, now: int, why: str) -> list[Command]:
+        """The event starts no run: the run is stored (and shown) as ``skipped``, so a
+        repeated start stays a no-op and ``steplog runs list --status skipped`` counts it."""
+        state = run.state
+        state.status = RunStatus.SKIPPED
+        state.ended_ms = now
+        state.persisted = True
+        self.store.put(keys.run_key(run.run_id), "run", state.to_dict())
+        self.skipped[why] += 1
+        log.info(
+            "run %s of %s: skipped, %s (event %s)",
+            run.run_id,
+            self.slug,
+            why,
+            state.event.get("id"),
+        )
+        error = {"name": "Skipped", "message": f"{self.slug}: {why}", "stack": None}
+        out: list[Command] = [self._history(run, now, error=error)]
+        if state.invoker is not None:
+            out.append(self._answer_invoker(state.invoker, RunStatus.SKIPPED, None, error))
+        return out
 
     def _listen_for_cancels(self, run_id: str, key: str, event: Event, now: int) -> list[Command]:
         """Register the function's Cancel rules for this run."""
@@ -615,6 +688,11 @@ class PartitionLifecycle:
             for key in list(self.store.scan_keys(keys.memo_prefix(run.run_id))):
                 self.store.delete(key)
             self.store.delete(keys.active_key(run.run_id))
+        if self.fn.singleton is not None:
+            skey = keys.singleton_key(self.fn.singleton_key(Event.model_validate(state.event)))
+            claim = self.store.get(skey)
+            if claim is not None and claim["run_id"] == run.run_id:
+                self.store.delete(skey)
         if state.queued is not None:  # cancelled while it waited for a slot
             self.store.delete(state.queued.encode())
             if self.gate is not None:
@@ -807,6 +885,10 @@ class PartitionLifecycle:
         older than the retention can be due: the scan stops at that time prefix.
         Runs still going (or ended lately) are passed over and met again next time.
         """
+        if start is None:  # a rate limit's key whose next free start is past is as new
+            spent = [k for k, body in self.store.scan(keys.RATE) if float(body["tat"]) <= now]
+            for rkey in spent[: self.limits.sweep_batch]:
+                self.store.delete(rkey)
         cutoff = now - self.limits.retention_ms
         upto = keys.RUN + time_prefix(max(cutoff + 1, 0)).encode()
         begin = keys.RUN + start.encode() if start else None

@@ -13,6 +13,8 @@ prefix per kind, so related keys sort together and prefix scans find them:
 ``i<hash of value>``       the run holding an idempotency key
 ``q<slots>|<score>|...``   a run waiting for a concurrency slot
                            (:mod:`streams.lifecycle.limits`)
+``l<hash of value>``       a rate limit's next free start (GCRA) for a key
+``o<hash of value>``       the run holding a singleton key
 =========================  ==================================================
 """
 
@@ -30,6 +32,8 @@ ACTIVE = b"a"
 MEMO = b"m"
 TIMER = b"t"
 IDEMPOTENCY = b"i"
+RATE = b"l"
+SINGLETON = b"o"
 
 
 def run_key(run_id: str) -> bytes:
@@ -49,7 +53,19 @@ def memo_key(run_id: str, step_id: str) -> bytes:
 
 
 def idempotency_key(value: str) -> bytes:
-    return IDEMPOTENCY + hashlib.sha256(value.encode()).hexdigest()[:32].encode()
+    return IDEMPOTENCY + _digest(value)
+
+
+def rate_key(value: str) -> bytes:
+    return RATE + _digest(value)
+
+
+def singleton_key(value: str) -> bytes:
+    return SINGLETON + _digest(value)
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).hexdigest()[:32].encode()
 
 
 class RunStatus(StrEnum):
@@ -67,10 +83,17 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Started no run: over its rate limit, or its singleton key was held (``skip``).
+    SKIPPED = "skipped"
 
     @property
     def terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in (
+            RunStatus.COMPLETED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.SKIPPED,
+        )
 
 
 #: What a run suspends as, by the reason of its ``RunSuspended``.

@@ -1,9 +1,10 @@
-"""Functions for the flow-control tests: concurrency limits, keyed and key-less.
+"""Functions for the flow-control tests: concurrency limits, rate limits, singletons.
 
 Each step appends ``<run id> start|end <label> <unix ms> <pid>`` to the ledger when
 it begins and when it lets go (in a ``finally``: a step cancelled by a shutdown lets
 go too), so the tests can measure, from outside, how many ran at once. The app id
-comes from TEST_APP_ID; the "notify" steps hold until the file TEST_GATE exists.
+comes from TEST_APP_ID; the "notify" and singleton steps hold until the file
+TEST_GATE exists.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from streams import App, Concurrency, Context, Event, TriggerEvent
+from streams import App, Concurrency, Context, Event, RateLimit, Singleton, TriggerEvent
 
 app = App(os.environ.get("TEST_APP_ID", "flow"))
 LEDGER = Path(os.environ.get("TEST_LEDGER", "/tmp/steplog-ledger.txt"))
@@ -72,3 +73,33 @@ async def campaign(ctx: Context) -> int:
 async def email_send(ctx: Context) -> int:
     await ctx.step.run("send", held, ctx, str(ctx.event.data["n"]), False)
     return int(ctx.event.data["n"])
+
+
+# --- A rate limit: a digest at most 5 times an hour per user; the rest is skipped -----
+@app.function(
+    fn_id="digest",
+    trigger=TriggerEvent(event="app/digest.requested"),
+    rate_limit=RateLimit(limit=5, period="1h", key="event.data.user"),
+)
+async def digest(ctx: Context) -> str:
+    label = f"{ctx.event.data['user']}:{ctx.event.data['seq']}"
+    return await ctx.step.run("send", held, ctx, label, False)
+
+
+# --- Singletons: one sync per account at a time; a newer one is skipped or wins ----------
+@app.function(
+    fn_id="sync",
+    trigger=TriggerEvent(event="app/account.sync"),
+    singleton=Singleton(key="event.data.account", mode="skip"),
+)
+async def sync(ctx: Context) -> str:
+    return await ctx.step.run("sync", held, ctx, str(ctx.event.data["seq"]), True)
+
+
+@app.function(
+    fn_id="resync",
+    trigger=TriggerEvent(event="app/account.resync"),
+    singleton=Singleton(key="event.data.account", mode="cancel"),
+)
+async def resync(ctx: Context) -> str:
+    return await ctx.step.run("sync", held, ctx, str(ctx.event.data["seq"]), True)

@@ -97,10 +97,8 @@ def test_handler_must_be_async() -> None:
     ("option", "value"),
     [
         ("throttle", Throttle(limit=1, period="1m")),
-        ("rate_limit", RateLimit(limit=1, period="1m")),
         ("debounce", Debounce(period="5s")),
         ("batch_events", Batch(max_size=10, timeout="5s")),
-        ("singleton", Singleton()),
     ],
 )
 def test_options_not_implemented_yet_fail_clearly(option: str, value: object) -> None:
@@ -201,6 +199,33 @@ def test_limits_route_the_runs_they_count_together_to_one_partition() -> None:
         ],
     )
     assert same_key.run_key(event) == "42"  # the limited key picks the partition
+
+
+def test_rate_limits_and_singletons_route_with_their_key_too() -> None:
+    event = Event(name="app/x", data={"userId": 42, "accountId": "a"})
+    rated = declare(
+        App("shop"), rate_limit=RateLimit(limit=1, period="1m", key="event.data.userId")
+    )
+    assert rated.run_key(event) == "42" and rated.rate_key(event) == "42"
+    assert (
+        declare(App("shop"), rate_limit=RateLimit(limit=1, period="1m")).run_key(event) == "shop-f"
+    )
+    one = declare(
+        App("shop"),
+        concurrency=Concurrency(limit=3, key="event.data.userId"),
+        singleton=Singleton(key="event.data.userId", mode="cancel"),
+    )
+    assert one.run_key(event) == "42" and one.singleton_key(event) == "42"
+    apart = declare(
+        App("shop"),
+        concurrency=Concurrency(limit=3, key="event.data.userId"),
+        singleton=Singleton(key="event.data.accountId"),
+    )
+    assert apart.run_key(event) == "shop-f"  # two keys counted: one partition
+    with pytest.raises(ConfigError, match=r"rate_limit\.key"):
+        declare(App("shop"), rate_limit=RateLimit(limit=1, period="1m", key="event.data.("))
+    with pytest.raises(ValueError, match="mode"):
+        Singleton(mode="queue")  # type: ignore[arg-type]
 
 
 def test_priority_is_whole_seconds_clipped_and_zero_when_it_fails() -> None:

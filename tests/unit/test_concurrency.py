@@ -1,4 +1,5 @@
-"""Concurrency limits in the pure lifecycle: who starts, who queues, who goes next.
+"""Flow control in the pure lifecycle: who starts, who queues, who goes next, who is
+skipped (concurrency limits, priority, rate limits, singletons).
 
 The partition's lifecycle is driven by hand here: ``Start`` records in, and the
 runs it activates finish (or sleep) when the test says so - the edge's part.
@@ -6,18 +7,30 @@ runs it activates finish (or sleep) when the test says so - the edge's part.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from streams import App, Concurrency, Context, Priority, Timeouts, TriggerEvent
+from streams import (
+    App,
+    Concurrency,
+    Context,
+    Priority,
+    RateLimit,
+    Singleton,
+    Timeouts,
+    TriggerEvent,
+)
 from streams.core.effects import RunCompleted, RunSuspended
 from streams.event import Event
 from streams.lifecycle import (
     Activate,
+    Announce,
     Command,
     History,
     LiveRun,
     MemoryRunStore,
     PartitionLifecycle,
+    Release,
 )
 from streams.lifecycle.limits import QUEUE
 from streams.lifecycle.records import Cancel, Resume, Start, Wake
@@ -234,3 +247,81 @@ def test_the_in_memory_engine_queues_runs_over_the_limit_and_starts_them_in_orde
     assert began == {"u0": [0, 2, 4, 6, 8, 10], "u1": [1, 3, 5, 7, 9, 11]}
     statuses = [record["status"] for _, record, _ in engine.topics[RUNS]]
     assert statuses.count("queued") == 10  # all but the first of each user waited
+
+
+# --- rate limits and singletons ---------------------------------------------------------
+
+
+def test_a_rate_limit_skips_the_events_over_it_per_key_and_frees_up_with_time() -> None:
+    p = Partition(*declare(rate_limit=RateLimit(limit=2, period="10s", key="event.data.user")))
+    for i in range(5):
+        p.start(f"r{i}", {"user": "u1"})
+    p.start("other", {"user": "u2"})
+    assert p.started == ["r0", "r1", "other"]
+    assert [p.status(f"r{i}") for i in (2, 3, 4)] == ["skipped"] * 3
+    # GCRA: the two starts spent the period; one comes back every 5 s.
+    p.start("r5", {"user": "u1"}, now=T0 + 5_000)
+    p.start("r6", {"user": "u1"}, now=T0 + 5_000)
+    assert p.started[-1] == "r5" and p.status("r6") == "skipped"
+    # A start read again (a crash re-delivery) stays skipped, even once there is room.
+    out = p.feed(
+        Start("r2", {"name": "app/x", "data": {"user": "u1"}, "id": "r2"}), "u1", T0 + 60_000
+    )
+    assert out == [] and p.status("r2") == "skipped"
+    assert p.life.skipped["over its rate limit"] == 4
+
+
+def test_a_skipped_run_is_shown_as_skipped_and_sends_no_system_event() -> None:
+    p = Partition(*declare(rate_limit=RateLimit(limit=1, period="1h")))
+    p.start("a", {})
+    out = p.feed(Start("b", {"name": "app/x", "data": {}, "id": "b", "ts": T0}), "lim-f")
+    [history] = out
+    assert isinstance(history, History) and history.record["status"] == "skipped"
+    assert json.loads(history.record["body"])["error"]["name"] == "Skipped"
+
+
+def test_a_singleton_skips_new_runs_while_one_is_unfinished_even_asleep() -> None:
+    p = Partition(*declare(singleton=Singleton(key="event.data.user", mode="skip")))
+    p.start("a", {"user": "u"})
+    p.start("b", {"user": "u"})
+    p.start("x", {"user": "v"})
+    assert p.started == ["a", "x"] and p.status("b") == "skipped"
+    p.sleep("a", T0 + 1000)  # a sleeping run is still the key's run
+    p.start("c", {"user": "u"})
+    assert p.status("c") == "skipped"
+    timer = next(p.store.scan_keys(TIMER_PREFIX))
+    p.feed(Wake("a", timer.decode()), "u", T0 + 1000)
+    p.finish("a")
+    p.start("d", {"user": "u"})
+    assert p.started == ["a", "x", "a", "d"]
+
+
+def test_a_singleton_in_cancel_mode_cancels_the_run_holding_the_key() -> None:
+    p = Partition(*declare(singleton=Singleton(key="event.data.user", mode="cancel")))
+    p.start("a", {"user": "u"})
+    event = {"name": "app/x", "data": {"user": "u"}, "id": "b", "ts": T0}
+    out = p.feed(Start("b", event), "u")
+    assert p.status("a") == "cancelled"
+    assert any(isinstance(c, Release) and c.run.run_id == "a" and c.stop for c in out)
+    [cancelled] = [c.event for c in out if isinstance(c, Announce)]
+    assert cancelled.name == "inngest/function.cancelled" and cancelled.data["run_id"] == "a"
+    assert p.started == ["a", "b"]
+
+
+def test_the_in_memory_engine_applies_rate_limits_and_singletons() -> None:
+    app = App("mem")
+
+    @app.function(
+        fn_id="digest",
+        trigger=TriggerEvent("app/digest"),
+        rate_limit=RateLimit(limit=1, period="1h", key="event.data.user"),
+    )
+    async def digest(ctx: Context) -> str:
+        return str(ctx.event.data["user"])
+
+    engine = Engine(app)
+    engine.send([{"name": "app/digest", "data": {"user": u}} for u in ("a", "a", "b", "a")])
+    engine.settle()
+    runs = engine.runs("digest")
+    assert sorted(r.result for r in runs if r.status == "completed") == ["a", "b"]
+    assert [r.status for r in runs].count("skipped") == 2
