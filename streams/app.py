@@ -98,6 +98,7 @@ class Function:
         priority: Priority | None = None,
         rate_limit: RateLimit | None = None,
         singleton: Singleton | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.app_id = app_id
         self.fn_id = fn_id
@@ -140,6 +141,12 @@ class Function:
         self._singleton_expr = self._expression(
             "singleton.key", singleton.key if singleton is not None else None
         )
+        #: ``throttle``: at most ``limit`` (+ ``burst``) starts per ``period`` per key;
+        #: the runs over it wait, in order, and start as the throttle allows.
+        self.throttle = throttle
+        self._throttle_expr = self._expression(
+            "throttle.key", throttle.key if throttle is not None else None
+        )
         # The runs a limit, a rate limit or a singleton counts together must meet on
         # one partition, where one lifecycle decides for all of them: by their key, or
         # all on one partition when one has no key or two have different keys.
@@ -148,6 +155,8 @@ class Function:
             together.append((rate_limit.key, self._rate_expr))
         if singleton is not None:
             together.append((singleton.key, self._singleton_expr))
+        if throttle is not None:
+            together.append((throttle.key, self._throttle_expr))
         sources = {text for text, _ in together}
         #: Every run of the function goes to one partition (see :meth:`run_key`).
         self.one_partition: bool = None in sources or len(sources) > 1
@@ -214,6 +223,10 @@ class Function:
     def rate_key(self, event: Event) -> str:
         """The run's key under ``rate_limit`` (``""``: none, or not evaluated)."""
         return self._key(self._rate_expr, "rate_limit key", event) or ""
+
+    def throttle_key(self, event: Event) -> str:
+        """The run's key under ``throttle`` (``""``: none, or not evaluated)."""
+        return self._key(self._throttle_expr, "throttle key", event) or ""
 
     def singleton_key(self, event: Event) -> str:
         """The run's key under ``singleton`` (``""``: none, or not evaluated)."""
@@ -363,7 +376,6 @@ class App:
             raise ConfigError(f"{self.app_id}-{fn_id}: fn_id {fn_id!r} is not a slug: {_SLUG_HELP}")
         slug = f"{self.app_id}-{fn_id}"
         unimplemented = {
-            "throttle": throttle,
             "debounce": debounce,
             "batch_events": batch_events,
         }
@@ -384,6 +396,8 @@ class App:
             raise ConfigError(f"{slug}: priority must be Priority(run='<CEL expression>')")
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigError(f"{slug}: rate_limit must be RateLimit(limit=..., period=...)")
+        if throttle is not None and not isinstance(throttle, Throttle):
+            raise ConfigError(f"{slug}: throttle must be Throttle(limit=..., period=...)")
         if singleton is not None and not isinstance(singleton, Singleton):
             raise ConfigError(f"{slug}: singleton must be Singleton(key=..., mode=...)")
 
@@ -404,6 +418,7 @@ class App:
                 priority=priority,
                 rate_limit=rate_limit,
                 singleton=singleton,
+                throttle=throttle,
             )
             failure = None
             if on_failure is not None:

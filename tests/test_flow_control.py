@@ -9,6 +9,9 @@
   workers, the one running them restarted mid-way: never more than 50 at once
   across all of them, every send's run finished once, and the overlap stays at the
   limit while runs wait (the mean overlap / limit is printed).
+- A throttle of 2 starts per 4 s per user (one every 2 s), two workers, one restarted
+  while runs wait: every run starts once, each user's k-th run no sooner than 2 s
+  after the one before, in ts order.
 - A rate limit of 5 an hour per user, two workers, one restarted between two bursts:
   5 runs per user, the other events skipped (shown as skipped runs, no step ran).
 - Singletons, two workers, the one running the key's run restarted: a second event
@@ -360,3 +363,51 @@ def test_a_singleton_skips_or_cancels_while_a_run_holds_its_key_across_a_restart
     assert len({s.pid for s in steps(ledger) if s.label == "0"}) >= 2  # moved once or twice
     acme = [s for s in steps(ledger) if s.label in ("0", "1", "3")]
     assert overlap(acme)[0] == 1
+
+
+def test_a_throttle_spreads_the_starts_of_a_key_across_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    settings = settings.model_copy(update={"partitions": 4})
+    pool = [
+        WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", TEST_LEDGER=str(ledger))
+        for i in (1, 2)
+    ]
+    for w in pool:
+        workers.append(w.start())
+    journal = settings.topic(f"steplog-{app_id}-fn-paced")
+    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    base = int(time.time() * 1000) - 60_000
+    with Client(settings) as client:
+        client.send(
+            [
+                {"name": "app/report.paced", "ts": base + seq, "data": {"user": u, "seq": seq}}
+                for u in ("ann", "bob")
+                for seq in range(5)
+            ]
+        )
+    wait_until(lambda: len(steps(ledger)) >= 4, 60, "two starts per user")
+    pool[0].stop()  # the queue and the throttle's state move with the partitions
+    pool[0].start()
+    done = wait_distinct(watch, finished(f"{app_id}-paced"), 10, timeout=90)
+    assert len({e.data["run_id"] for e in done}) == 10
+    for user in ("ann", "bob"):
+        first: dict[str, Step] = {}
+        for s in steps(ledger):
+            if s.label.startswith(f"{user}:"):
+                first.setdefault(s.label, s)
+        starts = sorted(first.values(), key=lambda s: s.start)
+        assert sorted(s.label for s in starts) == [f"{user}:{n}" for n in range(5)]
+        # The first to arrive started; the others waited, and went in ts order.
+        waited = [s.label for s in starts[1:]]
+        assert waited == sorted(waited, key=lambda label: int(label.split(":")[1]))
+        # The throttle takes its place when the lifecycle starts the run, a few ms
+        # before the step's body notes it: 200 ms of slack for that.
+        t0 = starts[0].start
+        for k, s in enumerate(starts):
+            assert s.start >= t0 + 2000 * k - 200, f"{user}: start {k} at {s.start - t0} ms"

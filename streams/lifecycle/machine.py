@@ -21,8 +21,9 @@ same ids, never lost. See docs/runtime.md "Guarantees".
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -359,6 +360,7 @@ class PartitionLifecycle:
             out += held
         if self.gate is not None:
             state.slots = self.fn.slot_keys(event)
+        if self.gate is not None or self.fn.throttle is not None:
             state.score = int(event.ts or 0) - 1000 * self.fn.priority_s(event)
         not_before = rec.not_before or 0
         timeouts = self.fn.timeouts
@@ -388,6 +390,8 @@ class PartitionLifecycle:
         memos: dict[str, Memo] = {}
         if not self.ready and next(self.store.scan_keys(keys.memo_prefix(run_id)), None):
             memos = self._memos(run_id)
+        if self.fn.throttle is not None:
+            return out + self._throttle(LiveRun(run_id, state, memos), now)
         return out + self._admit(LiveRun(run_id, state, memos), now)
 
     # --- rate limits and singletons -----------------------------------------------------
@@ -426,6 +430,90 @@ class PartitionLifecycle:
             out = self._cancel(holder, "a newer run took its singleton key", now)
         self.store.put(skey, "singleton", {"run_id": run_id})
         return out
+
+    # --- throttles ----------------------------------------------------------------------
+
+    def _throttle(self, run: LiveRun, now: int) -> list[Command]:
+        """Start ``run`` if its throttle allows it and no run of its key waits for the
+        throttle; else queue it behind them (a timer starts the queue's head)."""
+        value = self.fn.throttle_key(Event.model_validate(run.state.event))
+        waiting = next(self._throttled(value), None) is not None
+        if not waiting and self._throttle_takes(run.run_id, value, now):
+            return self._admit(run, now)
+        if not waiting:  # the timer first: a crash after it leaves no queue without one
+            self._throttle_timer(run, value, now)
+        qkey = keys.throttled_key(value, run.state.score, self.offset, run.run_id)
+        self.store.put(qkey, "throttled", {"run_id": run.run_id})
+        run.state.status = RunStatus.QUEUED
+        run.state.queued = qkey.decode()
+        self._persist(run, active=False)
+        self._burst_written(run)
+        return [self._history(run, now)]
+
+    def _throttle_tick(self, value: str, tkey: bytes, now: int) -> list[Command]:
+        """The timer ``tkey`` of the throttle of ``value`` is due: start the queue's head
+        if the throttle allows it, and set the timer for the next one.
+
+        One run per timer: the next timer is written before the head's state, and this
+        timer is deleted after it (with the head's queue entry), so a crash anywhere
+        leaves a timer that moves the queue on (read again, the head keeps its place).
+        """
+        for qkey, run_id, state in self._throttled(value):
+            run = LiveRun(run_id, state, self._memos(run_id), after_burst=[qkey, tkey])
+            if not self._throttle_takes(run_id, value, now):
+                self._throttle_timer(run, value, now)
+                break
+            after = next((r for r in self._throttled(value) if r[1] != run_id), None)
+            if after is not None:
+                self._throttle_timer(LiveRun(after[1], after[2]), value, now)
+            state.status = RunStatus.RUNNING
+            state.queued = None
+            if self._start_timed_out(run, now):
+                return self._finish(run, RunStatus.CANCELLED, now, error=CANCELLED_ERROR)
+            return self._admit(run, now)  # entry and timer go once its burst is written
+        self.store.delete(tkey)
+        return []
+
+    def _throttled(self, value: str) -> Iterator[tuple[bytes, str, RunState]]:
+        """The runs waiting for the throttle of ``value``, in order. Entries of runs
+        that went on another way are dropped; those of runs started from the queue
+        and still in their first burst (the entry goes with it) are passed over."""
+        for qkey, body in list(self.store.scan(keys.throttled_prefix(value))):
+            run_id = str(body["run_id"])
+            if run_id in self.active:
+                continue
+            raw = self.store.get(keys.run_key(run_id))
+            state = RunState.from_dict(raw) if raw is not None else None
+            if state is None or state.queued != qkey.decode():
+                self.store.delete(qkey)
+                continue
+            yield qkey, run_id, state
+
+    def _throttle_gcra(self, value: str) -> tuple[bytes, dict[str, Any] | None, float, float]:
+        throttle = self.fn.throttle
+        assert throttle is not None
+        interval = to_ms(throttle.period) / throttle.limit
+        tkey = keys.throttle_key(value)
+        # ``burst`` more may start at once; without it the starts are spread evenly.
+        return tkey, self.store.get(tkey), interval, interval * (1 + (throttle.burst or 0))
+
+    def _throttle_takes(self, run_id: str, value: str, now: int) -> bool:
+        """GCRA, as :meth:`_rate_allows`: at most ``limit`` (+ ``burst``) starts per
+        ``period``; a start read again after a crash keeps the place it took."""
+        tkey, stored, interval, bound = self._throttle_gcra(value)
+        if stored is not None and stored.get("run_id") == run_id:
+            return True
+        tat = max(float(stored["tat"]) if stored is not None else 0.0, float(now))
+        if tat + interval - now > bound:
+            return False
+        self.store.put(tkey, "throttle", {"tat": tat + interval, "run_id": run_id})
+        return True
+
+    def _throttle_timer(self, head: LiveRun, value: str, now: int) -> None:
+        _, stored, interval, bound = self._throttle_gcra(value)
+        tat = float(stored["tat"]) if stored is not None else float(now)
+        due = max(now + 1, math.ceil(tat + interval - bound))
+        self._set_timer(due, head.run_id, TimerKind.THROTTLE, head.state.key, throttle=value)
 
     def _unfinished(self, run_id: str) -> bool:
         if run_id in self.active:
@@ -826,9 +914,14 @@ class PartitionLifecycle:
             if raw is not None and run_id not in self.active:
                 state = RunState.from_dict(raw)
                 if not state.status.terminal and state.status is not RunStatus.QUEUED:
+                    scheduled = state.status is RunStatus.SCHEDULED
                     state.status = RunStatus.RUNNING
                     run = LiveRun(run_id, state, self._memos(run_id), after_burst=[tkey])
+                    if scheduled and self.fn.throttle is not None:
+                        return self._throttle(run, now)  # a future-dated start: throttled now
                     return self._admit(run, now)  # the timer goes once the burst is written
+        elif kind == TimerKind.THROTTLE:
+            return self._throttle_tick(str(timer["throttle"]), tkey, now)
         else:
             log.warning("%s: dropping a timer of unknown kind %r (%s)", self.slug, kind, rec.timer)
         self.store.delete(tkey)

@@ -15,6 +15,8 @@ prefix per kind, so related keys sort together and prefix scans find them:
                            (:mod:`streams.lifecycle.limits`)
 ``l<hash of value>``       a rate limit's next free start (GCRA) for a key
 ``o<hash of value>``       the run holding a singleton key
+``h<hash of value>``       a throttle's next free start (GCRA) for a key
+``w<hash>|<score>|...``    a run waiting for its throttle
 =========================  ==================================================
 """
 
@@ -34,6 +36,8 @@ TIMER = b"t"
 IDEMPOTENCY = b"i"
 RATE = b"l"
 SINGLETON = b"o"
+THROTTLE = b"h"
+THROTTLED = b"w"
 
 
 def run_key(run_id: str) -> bytes:
@@ -62,6 +66,19 @@ def rate_key(value: str) -> bytes:
 
 def singleton_key(value: str) -> bytes:
     return SINGLETON + _digest(value)
+
+
+def throttle_key(value: str) -> bytes:
+    return THROTTLE + _digest(value)
+
+
+def throttled_prefix(value: str) -> bytes:
+    """The prefix of a key's throttle queue (entries sort by score, then offset)."""
+    return THROTTLED + _digest(value) + b"|"
+
+
+def throttled_key(value: str, score: int, offset: int, run_id: str) -> bytes:
+    return throttled_prefix(value) + b"%016d|%012d|%s" % (max(score, 0), offset, run_id.encode())
 
 
 def _digest(value: str) -> bytes:

@@ -33,6 +33,8 @@ class TimerKind(StrEnum):
     TIMEOUT = "timeout"
     #: The idempotency key's window is over: forget it.
     IDEMPOTENCY = "idempotency"
+    #: A throttle lets the head of a key's queue start.
+    THROTTLE = "throttle"
 
 
 def timer_key(due_ms: int, run_id: str, kind: str) -> bytes:

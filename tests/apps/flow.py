@@ -1,4 +1,5 @@
-"""Functions for the flow-control tests: concurrency limits, rate limits, singletons.
+"""Functions for the flow-control tests: concurrency limits, throttles, rate limits,
+singletons.
 
 Each step appends ``<run id> start|end <label> <unix ms> <pid>`` to the ledger when
 it begins and when it lets go (in a ``finally``: a step cancelled by a shutdown lets
@@ -14,7 +15,16 @@ import os
 import time
 from pathlib import Path
 
-from streams import App, Concurrency, Context, Event, RateLimit, Singleton, TriggerEvent
+from streams import (
+    App,
+    Concurrency,
+    Context,
+    Event,
+    RateLimit,
+    Singleton,
+    Throttle,
+    TriggerEvent,
+)
 
 app = App(os.environ.get("TEST_APP_ID", "flow"))
 LEDGER = Path(os.environ.get("TEST_LEDGER", "/tmp/steplog-ledger.txt"))
@@ -103,3 +113,14 @@ async def sync(ctx: Context) -> str:
 )
 async def resync(ctx: Context) -> str:
     return await ctx.step.run("sync", held, ctx, str(ctx.event.data["seq"]), True)
+
+
+# --- A throttle: two report starts per 4 s per user, spread (no burst) ---------------
+@app.function(
+    fn_id="paced",
+    trigger=TriggerEvent(event="app/report.paced"),
+    throttle=Throttle(limit=2, period="4s", key="event.data.user"),
+)
+async def paced(ctx: Context) -> str:
+    label = f"{ctx.event.data['user']}:{ctx.event.data['seq']}"
+    return await ctx.step.run("report", held, ctx, label, False)

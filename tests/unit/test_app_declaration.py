@@ -96,7 +96,6 @@ def test_handler_must_be_async() -> None:
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("throttle", Throttle(limit=1, period="1m")),
         ("debounce", Debounce(period="5s")),
         ("batch_events", Batch(max_size=10, timeout="5s")),
     ],
@@ -224,6 +223,10 @@ def test_rate_limits_and_singletons_route_with_their_key_too() -> None:
     assert apart.run_key(event) == "shop-f"  # two keys counted: one partition
     with pytest.raises(ConfigError, match=r"rate_limit\.key"):
         declare(App("shop"), rate_limit=RateLimit(limit=1, period="1m", key="event.data.("))
+    paced = declare(
+        App("shop"), throttle=Throttle(limit=2, period="1m", burst=1, key="event.data.userId")
+    )
+    assert paced.run_key(event) == "42" and paced.throttle_key(event) == "42"
     with pytest.raises(ValueError, match="mode"):
         Singleton(mode="queue")  # type: ignore[arg-type]
 

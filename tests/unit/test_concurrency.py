@@ -1,5 +1,5 @@
 """Flow control in the pure lifecycle: who starts, who queues, who goes next, who is
-skipped (concurrency limits, priority, rate limits, singletons).
+skipped (concurrency limits, priority, throttles, rate limits, singletons).
 
 The partition's lifecycle is driven by hand here: ``Start`` records in, and the
 runs it activates finish (or sleep) when the test says so - the edge's part.
@@ -17,6 +17,7 @@ from streams import (
     Priority,
     RateLimit,
     Singleton,
+    Throttle,
     Timeouts,
     TriggerEvent,
 )
@@ -325,3 +326,48 @@ def test_the_in_memory_engine_applies_rate_limits_and_singletons() -> None:
     runs = engine.runs("digest")
     assert sorted(r.result for r in runs if r.status == "completed") == ["a", "b"]
     assert [r.status for r in runs].count("skipped") == 2
+
+
+# --- throttles ------------------------------------------------------------------------
+
+
+def fire(p: Partition, now: int) -> None:
+    """The partition's timer loop at ``now``: its wake records, applied."""
+    for cmd in p.life.fire_due(now):
+        record = getattr(cmd, "record", None)
+        if isinstance(record, Wake):
+            p.feed(record, cmd.key, now)
+
+
+def test_a_throttle_delays_the_runs_over_it_and_starts_them_in_order() -> None:
+    p = Partition(*declare(throttle=Throttle(limit=2, period="10s", key="event.data.user")))
+    for i in range(5):
+        p.start(f"r{i}", {"user": "u1"}, ts=T0 + i)
+    p.start("other", {"user": "u2"})
+    assert p.started == ["r0", "other"]  # no burst: one start per 5 s per key
+    assert [p.status(f"r{i}") for i in range(1, 5)] == ["queued"] * 4
+    fire(p, T0 + 4_999)
+    assert p.started == ["r0", "other"]
+    fire(p, T0 + 5_000)
+    assert p.started[-1] == "r1"
+    p.start("late", {"user": "u1"}, ts=T0 + 1, now=T0 + 6_000)  # behind the queue
+    for at in (10_000, 15_000, 20_000, 25_000):
+        fire(p, T0 + at)
+    # In ts order (late happened at r1's ts), one every 5 s.
+    assert p.started == ["r0", "other", "r1", "late", "r2", "r3", "r4"]
+    assert not list(p.store.scan(b"w")) or all(
+        body["run_id"] in p.running for _, body in p.store.scan(b"w")
+    )
+
+
+def test_a_throttle_burst_starts_more_at_once_and_a_queued_run_can_be_cancelled() -> None:
+    p = Partition(*declare(throttle=Throttle(limit=1, period="1m", burst=2)))
+    for i in range(5):
+        p.start(f"r{i}", {})
+    assert p.started == ["r0", "r1", "r2"]
+    p.feed(Cancel("r3", "not needed"), "lim-f")
+    assert p.status("r3") == "cancelled"
+    fire(p, T0 + 60_000)
+    assert p.started == ["r0", "r1", "r2", "r4"]
+    p.life.detach(p.running["r4"])  # its first burst written: its queue entry goes
+    assert not list(p.store.scan(b"w"))

@@ -43,13 +43,14 @@ from streams import (
     NonRetriableError,
     RateLimit,
     Singleton,
+    Throttle,
     Timeouts,
     TriggerEvent,
 )
 from streams.core import StepCompleted, StepFailed
 from streams.lifecycle import Limits, records
 from streams.lifecycle.limits import QUEUE
-from streams.lifecycle.state import ACTIVE, MEMO, RUN, TIMER, RunStatus
+from streams.lifecycle.state import ACTIVE, MEMO, RUN, THROTTLED, TIMER, RunStatus
 from streams.testing.engine import EVENTS, Appended, Committed, Durable, Engine, Wrote
 
 SYSTEM = ("inngest/function.finished", "inngest/function.failed", "inngest/function.cancelled")
@@ -328,6 +329,29 @@ def skipping(option: str) -> Scenario:
     return Scenario(option, app, actions, expect)
 
 
+def throttle() -> Scenario:
+    """One start per 30 s per user: u1's second and third runs wait for the throttle."""
+    app = App("crash")
+
+    @app.function(
+        fn_id="paced",
+        trigger=TriggerEvent(event="t/pace"),
+        throttle=Throttle(limit=1, period="30s", key="event.data.user"),
+    )
+    async def paced(ctx: Context) -> str:
+        return str(
+            await ctx.step.run("a", lambda: f"{ctx.event.data['user']}-{ctx.event.data['n']}")
+        )
+
+    actions: list[Action] = [
+        ("send", {"name": "t/pace", "data": {"id": f"e{n}", "user": user, "n": n}})
+        for n, user in ((1, "u1"), (2, "u1"), (3, "u2"), (4, "u1"))
+    ]
+    actions += [("advance", "30s"), ("advance", "30s")]
+    expect = {"paced": [("completed", f"u{u}-{n}") for n, u in ((1, 1), (2, 1), (3, 2), (4, 1))]}
+    return Scenario("throttle", app, actions, expect)
+
+
 SCENARIOS = [
     three_steps,
     retry,
@@ -343,6 +367,7 @@ SCENARIOS = [
     concurrency_queue,
     lambda: skipping("rate_limit"),
     lambda: skipping("singleton"),
+    throttle,
 ]
 ORDERS = {
     "inline": {},
@@ -475,7 +500,9 @@ def check_no_orphan(scenario: Scenario, prefix: list[Durable], k: int) -> None:
         ]
         timers = [key for key in store.scan_keys(TIMER) if f"|{run_id}|".encode() in key]
         marked = store.get(ACTIVE + run_id.encode()) is not None
-        queued = any(body["run_id"] == run_id for _, body in store.scan(QUEUE))
+        queued = any(
+            body["run_id"] == run_id for q in (QUEUE, THROTTLED) for _, body in store.scan(q)
+        )
         assert pending or timers or marked or queued, (
             f"{scenario.name}: crash at {k}: run {run_id} of {slug} in state {state} has no "
             "record, timer, active marker or queue entry that would move it"
