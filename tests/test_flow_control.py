@@ -12,6 +12,9 @@
 - A throttle of 2 starts per 4 s per user (one every 2 s), two workers, one restarted
   while runs wait: every run starts once, each user's k-th run no sooner than 2 s
   after the one before, in ts order.
+- A debounce of 2 s per user, two workers, one restarted between the edits: one run
+  per user, with the last edit, no sooner than 2 s after it; an older edit sent late
+  is ignored.
 - A rate limit of 5 an hour per user, two workers, one restarted between two bursts:
   5 runs per user, the other events skipped (shown as skipped runs, no step ran).
 - Singletons, two workers, the one running the key's run restarted: a second event
@@ -411,3 +414,51 @@ def test_a_throttle_spreads_the_starts_of_a_key_across_a_restart(
         t0 = starts[0].start
         for k, s in enumerate(starts):
             assert s.start >= t0 + 2000 * k - 200, f"{user}: start {k} at {s.start - t0} ms"
+
+
+def test_a_debounce_runs_once_with_the_last_event_across_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    settings = settings.model_copy(update={"partitions": 4})
+    pool = [
+        WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", TEST_LEDGER=str(ledger))
+        for i in (1, 2)
+    ]
+    for w in pool:
+        workers.append(w.start())
+    journal = settings.topic(f"steplog-{app_id}-fn-reindex")
+    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    base = int(time.time() * 1000)
+
+    def edit(user: str, seq: int) -> int:
+        with Client(settings) as client:
+            client.send(
+                {"name": "app/profile.edited", "ts": base + seq, "data": {"user": user, "seq": seq}}
+            )
+        return int(time.time() * 1000)
+
+    edit("bob", 0)
+    for seq in range(3):
+        edit("ann", seq)
+        time.sleep(0.5)
+    pool[0].stop()  # the held run and its timer move with the partition
+    pool[0].start()
+    last = edit("ann", 3)
+    edit("ann", -1)  # older than the held one: ignored
+    done = wait_distinct(watch, finished(f"{app_id}-reindex"), 2, timeout=60)
+    assert sorted(e.data["result"] for e in done) == ["ann:3", "bob:0"]
+    [ann] = [s for s in steps(ledger) if s.label.startswith("ann:")]
+    assert ann.start >= last + 2000 - 200  # the wait restarted with the last edit
+    wait_until(
+        lambda: (
+            sorted(r["status"] for r in history_of(settings, app_id, "reindex"))
+            == ["completed"] * 2 + ["skipped"] * 4
+        ),
+        30,
+        "the replaced and the ignored edits shown as skipped runs",
+    )

@@ -376,6 +376,8 @@ class PartitionLifecycle:
         if timeouts is not None and timeouts.finish is not None:
             due = max(now, not_before) + to_ms(timeouts.finish)
             self._set_timer(due, run_id, TimerKind.TIMEOUT, key)
+        if self.fn.debounce is not None:
+            return out + self._debounce(LiveRun(run_id, state), event, now)
         if not_before > now:
             # An event with a future ts: the run exists now (dedup) and starts then.
             self._set_timer(not_before, run_id, TimerKind.WAKE, key)
@@ -430,6 +432,69 @@ class PartitionLifecycle:
             out = self._cancel(holder, "a newer run took its singleton key", now)
         self.store.put(skey, "singleton", {"run_id": run_id})
         return out
+
+    # --- debounce --------------------------------------------------------------------------
+
+    def _debounce(self, run: LiveRun, event: Event, now: int) -> list[Command]:
+        """Hold ``run`` until ``period`` after its key's last event: it takes the place
+        of the run held so far (skipped: a later event took its place), unless its
+        event is older than that one's (then it is skipped itself)."""
+        debounce = self.fn.debounce
+        assert debounce is not None
+        dkey = keys.debounce_key(self.fn.debounce_key(event))
+        held = self.store.get(dkey)
+        first = now
+        superseded: LiveRun | None = None
+        if held is not None and held["run_id"] != run.run_id:
+            prev = self._stub(str(held["run_id"]))
+            if prev is not None and prev.state.status is RunStatus.SCHEDULED:
+                if int(event.ts or 0) < int(held["ts"]):
+                    return self._skip(
+                        run, now, "its event is older than the one its debounce holds"
+                    )
+                first, superseded = int(held["first_ms"]), prev
+        elif held is not None:  # this start, read again after a crash: redo all of it
+            first = int(held["first_ms"])
+            prev = self._stub(str(held["replaces"])) if held.get("replaces") else None
+            if prev is not None and prev.state.status is RunStatus.SCHEDULED:
+                superseded = prev
+        due = now + to_ms(debounce.period)
+        if debounce.timeout is not None:
+            due = min(due, first + to_ms(debounce.timeout))
+        # The timer, then the hold naming the run, then its state; the run it replaces last.
+        self._set_timer(due, run.run_id, TimerKind.DEBOUNCE, run.state.key)
+        hold = {"run_id": run.run_id, "ts": int(event.ts or 0), "first_ms": first}
+        if superseded is not None:
+            hold["replaces"] = superseded.run_id
+        self.store.put(dkey, "debounce", hold)
+        run.state.status = RunStatus.SCHEDULED
+        run.state.persisted = True
+        self.store.put(keys.run_key(run.run_id), "run", run.state.to_dict())
+        out: list[Command] = [self._history(run, now)]
+        if superseded is not None:
+            out += self._skip(superseded, now, REPLACED)
+        return out
+
+    def _debounced(self, state: RunState, run_id: str, tkey: bytes, now: int) -> list[Command]:
+        """The debounce of a run is over: it starts (through its throttle and limits)."""
+        dkey = keys.debounce_key(self.fn.debounce_key(Event.model_validate(state.event)))
+        held = self.store.get(dkey)
+        if held is not None and held["run_id"] != run_id:
+            # Superseded, but a crash lost that write (it comes after the new hold's).
+            skipped = self._skip(LiveRun(run_id, state), now, REPLACED)
+            self.store.delete(tkey)
+            return skipped
+        out: list[Command] = []
+        if held is not None:
+            prev = self._stub(str(held["replaces"])) if held.get("replaces") else None
+            if prev is not None and prev.state.status is RunStatus.SCHEDULED:
+                out += self._skip(prev, now, REPLACED)
+            self.store.delete(dkey)  # a later event opens a new debounce
+        state.status = RunStatus.RUNNING
+        run = LiveRun(run_id, state, self._memos(run_id), after_burst=[tkey])
+        if self.fn.throttle is not None:
+            return out + self._throttle(run, now)
+        return out + self._admit(run, now)  # the timer goes once the burst is written
 
     # --- throttles ----------------------------------------------------------------------
 
@@ -920,6 +985,10 @@ class PartitionLifecycle:
                     if scheduled and self.fn.throttle is not None:
                         return self._throttle(run, now)  # a future-dated start: throttled now
                     return self._admit(run, now)  # the timer goes once the burst is written
+        elif kind == TimerKind.DEBOUNCE:
+            raw = self.store.get(keys.run_key(run_id))
+            if raw is not None and run_id not in self.active and raw["status"] == "scheduled":
+                return self._debounced(RunState.from_dict(raw), run_id, tkey, now)
         elif kind == TimerKind.THROTTLE:
             return self._throttle_tick(str(timer["throttle"]), tkey, now)
         else:
@@ -1001,6 +1070,10 @@ class PartitionLifecycle:
             self.store.delete(key)
         self.store.delete(keys.active_key(run_id))
         self.store.delete(keys.run_key(run_id))
+
+
+#: Why a run held by a debounce starts no run.
+REPLACED = "debounced: a later event took its place"
 
 
 def _queued_body(entry: Queued) -> dict[str, Any]:

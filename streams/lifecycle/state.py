@@ -17,6 +17,7 @@ prefix per kind, so related keys sort together and prefix scans find them:
 ``o<hash of value>``       the run holding a singleton key
 ``h<hash of value>``       a throttle's next free start (GCRA) for a key
 ``w<hash>|<score>|...``    a run waiting for its throttle
+``d<hash of value>``       the run a debounce holds for a key (its last event)
 =========================  ==================================================
 """
 
@@ -38,6 +39,7 @@ RATE = b"l"
 SINGLETON = b"o"
 THROTTLE = b"h"
 THROTTLED = b"w"
+DEBOUNCE = b"d"
 
 
 def run_key(run_id: str) -> bytes:
@@ -79,6 +81,10 @@ def throttled_prefix(value: str) -> bytes:
 
 def throttled_key(value: str, score: int, offset: int, run_id: str) -> bytes:
     return throttled_prefix(value) + b"%016d|%012d|%s" % (max(score, 0), offset, run_id.encode())
+
+
+def debounce_key(value: str) -> bytes:
+    return DEBOUNCE + _digest(value)
 
 
 def _digest(value: str) -> bytes:

@@ -35,6 +35,8 @@ class TimerKind(StrEnum):
     IDEMPOTENCY = "idempotency"
     #: A throttle lets the head of a key's queue start.
     THROTTLE = "throttle"
+    #: A debounce's wait is over: its run starts (with the last event).
+    DEBOUNCE = "debounce"
 
 
 def timer_key(due_ms: int, run_id: str, kind: str) -> bytes:

@@ -1,5 +1,5 @@
 """Functions for the flow-control tests: concurrency limits, throttles, rate limits,
-singletons.
+singletons, debounce.
 
 Each step appends ``<run id> start|end <label> <unix ms> <pid>`` to the ledger when
 it begins and when it lets go (in a ``finally``: a step cancelled by a shutdown lets
@@ -19,6 +19,7 @@ from streams import (
     App,
     Concurrency,
     Context,
+    Debounce,
     Event,
     RateLimit,
     Singleton,
@@ -124,3 +125,14 @@ async def resync(ctx: Context) -> str:
 async def paced(ctx: Context) -> str:
     label = f"{ctx.event.data['user']}:{ctx.event.data['seq']}"
     return await ctx.step.run("report", held, ctx, label, False)
+
+
+# --- Debounce: reindex a user's profile 2 s after their last edit, with that edit -------
+@app.function(
+    fn_id="reindex",
+    trigger=TriggerEvent(event="app/profile.edited"),
+    debounce=Debounce(period="2s", key="event.data.user"),
+)
+async def reindex(ctx: Context) -> str:
+    label = f"{ctx.event.data['user']}:{ctx.event.data['seq']}"
+    return await ctx.step.run("reindex", held, ctx, label, False)

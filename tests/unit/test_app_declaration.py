@@ -96,7 +96,6 @@ def test_handler_must_be_async() -> None:
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("debounce", Debounce(period="5s")),
         ("batch_events", Batch(max_size=10, timeout="5s")),
     ],
 )
@@ -227,6 +226,10 @@ def test_rate_limits_and_singletons_route_with_their_key_too() -> None:
         App("shop"), throttle=Throttle(limit=2, period="1m", burst=1, key="event.data.userId")
     )
     assert paced.run_key(event) == "42" and paced.throttle_key(event) == "42"
+    held = declare(App("shop"), debounce=Debounce(period="5s", key="event.data.userId"))
+    assert held.run_key(event) == "42" and held.debounce_key(event) == "42"
+    with pytest.raises(ConfigError, match="debounce with singleton is not implemented yet"):
+        declare(App("shop"), debounce=Debounce(period="5s"), singleton=Singleton())
     with pytest.raises(ValueError, match="mode"):
         Singleton(mode="queue")  # type: ignore[arg-type]
 

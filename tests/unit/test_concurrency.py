@@ -1,5 +1,5 @@
 """Flow control in the pure lifecycle: who starts, who queues, who goes next, who is
-skipped (concurrency limits, priority, throttles, rate limits, singletons).
+skipped (concurrency limits, priority, throttles, rate limits, singletons, debounce).
 
 The partition's lifecycle is driven by hand here: ``Start`` records in, and the
 runs it activates finish (or sleep) when the test says so - the edge's part.
@@ -14,6 +14,7 @@ from streams import (
     App,
     Concurrency,
     Context,
+    Debounce,
     Priority,
     RateLimit,
     Singleton,
@@ -371,3 +372,37 @@ def test_a_throttle_burst_starts_more_at_once_and_a_queued_run_can_be_cancelled(
     assert p.started == ["r0", "r1", "r2", "r4"]
     p.life.detach(p.running["r4"])  # its first burst written: its queue entry goes
     assert not list(p.store.scan(b"w"))
+
+
+# --- debounce ---------------------------------------------------------------------------
+
+
+def test_a_debounce_starts_one_run_period_after_the_last_event_with_that_event() -> None:
+    p = Partition(*declare(debounce=Debounce(period="10s", key="event.data.user")))
+    p.start("a", {"user": "u"}, ts=T0, now=T0)
+    p.start("b", {"user": "u"}, ts=T0 + 4_000, now=T0 + 4_000)  # restarts the wait
+    p.start("old", {"user": "u"}, ts=T0 + 1_000, now=T0 + 5_000)  # older than b: ignored
+    p.start("x", {"user": "v"}, ts=T0, now=T0 + 5_000)
+    assert p.started == []
+    assert [p.status(r) for r in ("a", "b", "old")] == ["skipped", "scheduled", "skipped"]
+    fire(p, T0 + 10_000)  # a's timer: a was replaced, nothing starts
+    assert p.started == []
+    fire(p, T0 + 14_000)
+    assert p.started == ["b"]
+    assert p.running["b"].state.event["data"]["user"] == "u"
+    fire(p, T0 + 15_000)
+    assert p.started == ["b", "x"]
+    p.start("c", {"user": "u"}, ts=T0 + 20_000, now=T0 + 20_000)  # a new debounce
+    fire(p, T0 + 30_000)
+    assert p.started == ["b", "x", "c"]
+
+
+def test_a_debounce_timeout_caps_the_delay_from_the_first_event() -> None:
+    p = Partition(*declare(debounce=Debounce(period="10s", timeout="15s")))
+    for i in range(4):  # an event every 4 s would put the run off for ever
+        p.start(f"r{i}", {}, ts=T0 + 4_000 * i, now=T0 + 4_000 * i)
+        fire(p, T0 + 4_000 * i)
+    fire(p, T0 + 15_000)
+    assert p.started == ["r3"]  # the last event before the cap
+    p.start("r4", {}, ts=T0 + 16_000, now=T0 + 16_000)
+    assert p.status("r4") == "scheduled"  # a new debounce, from r4

@@ -39,6 +39,7 @@ from streams import (
     Cancel,
     Concurrency,
     Context,
+    Debounce,
     Event,
     NonRetriableError,
     RateLimit,
@@ -352,6 +353,37 @@ def throttle() -> Scenario:
     return Scenario("throttle", app, actions, expect)
 
 
+def debounce() -> Scenario:
+    """u1's three events within 10 s make one run, with the last; u2's its own run."""
+    app = App("crash")
+
+    @app.function(
+        fn_id="settled",
+        trigger=TriggerEvent(event="t/edit"),
+        debounce=Debounce(period="10s", key="event.data.user"),
+    )
+    async def settled(ctx: Context) -> str:
+        return str(
+            await ctx.step.run("a", lambda: f"{ctx.event.data['user']}-{ctx.event.data['n']}")
+        )
+
+    def send(n: int, user: str) -> Action:
+        return ("send", {"name": "t/edit", "data": {"id": f"e{n}", "user": user, "n": n}})
+
+    actions = [send(1, "u1"), ("advance", "4s"), send(2, "u1"), send(3, "u2"), send(4, "u1")]
+    actions += [("advance", "10s"), ("advance", "10s")]
+    replaced = "crash-settled: debounced: a later event took its place"
+    expect = {
+        "settled": [
+            ("skipped", replaced),
+            ("skipped", replaced),
+            ("completed", "u2-3"),
+            ("completed", "u1-4"),
+        ]
+    }
+    return Scenario("debounce", app, actions, expect)
+
+
 SCENARIOS = [
     three_steps,
     retry,
@@ -368,6 +400,7 @@ SCENARIOS = [
     lambda: skipping("rate_limit"),
     lambda: skipping("singleton"),
     throttle,
+    debounce,
 ]
 ORDERS = {
     "inline": {},
