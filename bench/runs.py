@@ -431,11 +431,17 @@ def baseline(settings: Settings, n: int) -> dict[str, float]:
 # --- phases ------------------------------------------------------------------------
 
 
+#: The event of the (a) runs: ``--event`` picks another 3-step function of
+#: bench/apps/noop.py (e.g. ``bench/keyed.3``, ``bench/keyless.3``: the same steps under
+#: a concurrency limit).
+A_EVENT = "bench/steps.3"
+
+
 async def closed_loop(runs: Runs, comps: dict[str, int]) -> dict[str, Any]:
     """(a) The peers' workload via workload.measure_async (3-step runs)."""
 
     async def run_one(i: int) -> Any:
-        _, result = await runs.run_one("bench/steps.3", {"x": i})
+        _, result = await runs.run_one(A_EVENT, {"x": i})
         return result
 
     t0 = time.perf_counter()
@@ -1182,6 +1188,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--phases", default="base,hops,a,c,d,b,a2")
+    parser.add_argument(
+        "--event",
+        default=A_EVENT,
+        help="the 3-step function of phase (a): bench/steps.3, bench/keyed.3 (a concurrency "
+        "limit of 50 keyed per run), bench/keyless.3 (a key-less limit of 50)",
+    )
     parser.add_argument("--bootstrap", help="use a running broker (e.g. `steplog kafka start`)")
     parser.add_argument(
         "--broker-pid", type=int, help="with --bootstrap: that broker's pid, to measure its CPU"
@@ -1204,6 +1216,8 @@ def main() -> None:
         "--no-batches", action="store_true", help="skip counting record batches in the log"
     )
     args = parser.parse_args()
+    global A_EVENT
+    A_EVENT = args.event
     asyncio.run(amain(args))
 
 

@@ -2,7 +2,9 @@
 
 ``bench/steps.N`` (N in 0, 1, 3, 10, 100) runs a function of N no-op async steps;
 each step returns its input + 1, so a run triggered with ``data={"x": i}`` returns
-``i + N`` (the peers' workload checks ``i + 3``). ``bench/sleep`` runs one step that
+``i + N`` (the peers' workload checks ``i + 3``). ``bench/keyed.3`` and
+``bench/keyless.3`` are ``bench/steps.3`` under a concurrency limit of 50 (keyed
+per run; key-less). ``bench/sleep`` runs one step that
 awaits ``data.seconds`` (default 0.2 s) and returns ``x + 1``. ``bench/timed.N``
 is ``bench/steps.N`` whose steps also note when their body started and ended
 (``time.time_ns()``): it returns ``{"x": i + N, "spans": [[start, end], ...]}``, so
@@ -19,7 +21,7 @@ import os
 import time
 from typing import Any
 
-from streams import App, Context, TriggerEvent
+from streams import App, Concurrency, Context, TriggerEvent
 
 app = App(os.environ.get("BENCH_APP_ID", "bench"))
 
@@ -42,6 +44,27 @@ def _steps_function(n: int) -> Any:
 
 
 STEPS = {n: _steps_function(n) for n in STEP_COUNTS}
+
+
+async def _three_steps(ctx: Context) -> int:
+    x = int(ctx.event.data.get("x", 0))
+    for i in range(3):
+        x = await ctx.step.run(f"s{i}", _inc, x)
+    return x
+
+
+#: ``bench/steps.3`` under a concurrency limit of 50: keyed by the run's ``x`` (one
+#: key per run, never contended), or key-less (every run on one partition).
+KEYED = app.function(
+    fn_id="keyed-3",
+    trigger=TriggerEvent(event="bench/keyed.3"),
+    concurrency=Concurrency(limit=50, key="event.data.x"),
+)(_three_steps)
+KEYLESS = app.function(
+    fn_id="keyless-3",
+    trigger=TriggerEvent(event="bench/keyless.3"),
+    concurrency=Concurrency(limit=50),
+)(_three_steps)
 
 
 async def _timed_inc(x: int) -> list[int]:
