@@ -349,35 +349,41 @@ class PartitionLifecycle:
             event=rec.event,
             invoker=rec.invoker,
         )
-        event = Event.model_validate(rec.event)
+        parsed: list[Event] = []
+
+        def event() -> Event:  # validated only when an option needs it (a cost per run)
+            if not parsed:
+                parsed.append(Event.model_validate(rec.event))
+            return parsed[0]
+
         out: list[Command] = []
-        if self.fn.rate_limit is not None and not self._rate_allows(run_id, event, now):
+        if self.fn.rate_limit is not None and not self._rate_allows(run_id, event(), now):
             return self._skip(LiveRun(run_id, state), now, "over its rate limit")
         if self.fn.singleton is not None:
-            held = self._singleton(run_id, event, now)
+            held = self._singleton(run_id, event(), now)
             if held is None:
                 return self._skip(LiveRun(run_id, state), now, "its singleton key is held")
             out += held
         if self.gate is not None:
-            state.slots = self.fn.slot_keys(event)
+            state.slots = self.fn.slot_keys(event())
         if self.gate is not None or self.fn.throttle is not None:
-            state.score = int(event.ts or 0) - 1000 * self.fn.priority_s(event)
+            state.score = int(event().ts or 0) - 1000 * self.fn.priority_s(event())
         not_before = rec.not_before or 0
         timeouts = self.fn.timeouts
         if timeouts is not None and timeouts.start is not None:
-            waited = now - max(accepted_ms(event), not_before)
+            waited = now - max(accepted_ms(event()), not_before)
             if waited > to_ms(timeouts.start):
                 log.info("run %s of %s: not started within its start timeout", run_id, self.slug)
                 return out + self._finish(
                     LiveRun(run_id, state), RunStatus.CANCELLED, now, error=CANCELLED_ERROR
                 )
         if self.fn.cancel:
-            out += self._listen_for_cancels(run_id, key, event, now)
+            out += self._listen_for_cancels(run_id, key, event(), now)
         if timeouts is not None and timeouts.finish is not None:
             due = max(now, not_before) + to_ms(timeouts.finish)
             self._set_timer(due, run_id, TimerKind.TIMEOUT, key)
         if self.fn.debounce is not None:
-            return out + self._debounce(LiveRun(run_id, state), event, now)
+            return out + self._debounce(LiveRun(run_id, state), event(), now)
         if not_before > now:
             # An event with a future ts: the run exists now (dedup) and starts then.
             self._set_timer(not_before, run_id, TimerKind.WAKE, key)
