@@ -5,10 +5,11 @@
   user's steps at once, and the runs that waited start in their events' ``ts``
   order, not the order they arrived in.
 - Pitfall #2, "Fan-Out Overwhelms External API → concurrency: { limit: 50 }": one
-  event fans out to 2,000 sends of a function with a key-less limit of 50, on three
-  workers, the one running them restarted mid-way: never more than 50 at once
-  across all of them, every send's run finished once, and the overlap stays at the
-  limit while runs wait (the mean overlap / limit is printed).
+  event fans out to 2,000 sends of 0.5 s (and 10,000 of 50 ms) of a function with a
+  key-less limit of 50, on three workers, the one running them restarted mid-way:
+  never more than 50 at once across all of them, every send's run finished once,
+  and (0.5 s sends) the overlap stays at the limit while runs wait (the mean overlap
+  / limit is printed; 50 ms sends are bounded by the partition's pace instead).
 - A throttle of 2 starts per 4 s per user (one every 2 s), two workers, one restarted
   while runs wait: every run starts once, each user's k-th run no sooner than 2 s
   after the one before, in ts order.
@@ -188,6 +189,16 @@ def test_max_3_notifications_per_user_at_once_in_ts_order_across_a_restart(
         assert all(s.start >= gate_at for s in started)  # none ran before a slot was free
 
 
+@pytest.mark.parametrize(
+    ("total", "step_s"),
+    [
+        # Sends of 0.5 s: the limit, not the partition's pace, bounds them (ideal 20 s).
+        (2000, "0.5"),
+        # Pitfall #2 as the seed tells it: 10,000 sends of 50 ms.
+        (10_000, "0.05"),
+    ],
+    ids=["2000-sends-of-500ms", "10000-sends-of-50ms"],
+)
 def test_a_key_less_limit_of_50_holds_across_three_workers_and_a_restart(
     settings: Settings,
     app_id: str,
@@ -195,11 +206,12 @@ def test_a_key_less_limit_of_50_holds_across_three_workers_and_a_restart(
     ledger: Path,
     watch: Watch,
     workers: list[WorkerProc],
+    total: int,
+    step_s: str,
 ) -> None:
     settings = settings.model_copy(update={"partitions": 4})
-    total, limit = 2000, 50
-    # Sends of 0.5 s: the limit, not the partition's pace, bounds them (ideal: 20 s).
-    env = {"TEST_LEDGER": str(ledger), "TEST_STEP_S": "0.5"}
+    limit = 50
+    env = {"TEST_LEDGER": str(ledger), "TEST_STEP_S": step_s}
     pool = [WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", **env) for i in (1, 2, 3)]
     for w in pool:
         workers.append(w.start())
@@ -215,7 +227,7 @@ def test_a_key_less_limit_of_50_holds_across_three_workers_and_a_restart(
     owner.stop()
     stopped = {first.pid: int(time.time() * 1000)}
     owner.start()
-    done = wait_distinct(watch, finished(slug), total, timeout=240)
+    done = wait_distinct(watch, finished(slug), total, timeout=600)
     assert sorted(e.data["result"] for e in done) == list(range(total))
     assert len({e.data["run_id"] for e in done}) == total  # one run per send
     assert len(done) == total  # and each finished once
