@@ -59,6 +59,12 @@ log = logging.getLogger(__name__)
 #: A partition whose resume marker was not read this long after it was sent gets it
 #: again (its timers fire and its runs resume only once it is read).
 RESUME_AGAIN_S = 5.0
+#: Below this share of activations ending within the inline budget, the budget is
+#: skipped (the run detaches at once) except for one activation in INLINE_PROBE_EVERY,
+#: whose outcome keeps the share up to date (a mean over about INLINE_WINDOW of them).
+INLINE_RARE = 0.05
+INLINE_PROBE_EVERY = 16
+INLINE_WINDOW = 20
 
 
 class Emitter(Protocol):
@@ -102,6 +108,7 @@ class FunctionRuntime:
         retry: RetryPolicy,
         limits: Limits,
         inline_budget_s: float,
+        inline_adaptive: bool = True,
     ) -> None:
         self.fn = fn
         self.slug = fn.slug
@@ -125,6 +132,11 @@ class FunctionRuntime:
         #: run that ends frees a concurrency slot for a queued one): started after it,
         #: not inside it, so that a queue of short runs does not nest one per run.
         self.pumping = False
+        #: How often an activation given the budget ended within it (a moving mean),
+        #: and activations so far; ``inline_adaptive``: skip the budget when rare.
+        self.inline_rate = 1.0
+        self.activations = 0
+        self.inline_adaptive = inline_adaptive
         self.deferred: collections.deque[tuple[PartitionLifecycle, LiveRun]] = collections.deque()
         faust.agent(topic, name=f"steplog-fn-{fn.fn_id}")(self._agent)
 
@@ -231,7 +243,14 @@ class FunctionRuntime:
     async def _pump(self, life: PartitionLifecycle, run: LiveRun) -> None:
         """Apply the run's effects inline for up to the budget, then detach it."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.inline_budget
+        budget = self.inline_budget
+        # When this function's runs (almost) never end within the budget, waiting it out
+        # only holds up the partition: detach at once, but try the budget now and then.
+        self.activations += 1
+        probing = self.inline_rate >= INLINE_RARE or self.activations % INLINE_PROBE_EVERY == 0
+        if not probing and self.inline_adaptive:
+            budget = 0.0
+        deadline = loop.time() + budget
         driver = run.driver
         self.pumping = True
         try:
@@ -247,6 +266,9 @@ class FunctionRuntime:
                 await self._carry_out(life, life.apply(run, effect, now_ms()))
         finally:
             self.pumping = False
+        if budget:
+            ended = 0.0 if life.is_live(run) else 1.0
+            self.inline_rate += (ended - self.inline_rate) / INLINE_WINDOW
         if life.is_live(run):
             life.detach(run)
             written = self.outbox.written()

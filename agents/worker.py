@@ -130,6 +130,7 @@ class Worker:
                 retry=self.retry_policy(fn),
                 limits=limits,
                 inline_budget_s=settings.inline_budget_ms / 1000,
+                inline_adaptive=settings.inline_adaptive,
             )
             for fn in functions.values()
         }

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     #: How long an agent keeps applying a run's effects inline before it detaches
     #: the run (its later effects then come back through the run journal).
     inline_budget_ms: float = Field(default=5.0, ge=0)
+    #: Skip that wait for a function whose runs almost never end within it (slow
+    #: steps): it would only hold up the partition's next records.
+    inline_adaptive: bool = True
     #: Runs executing at once in one worker (sleeping runs do not count).
     max_active_runs: int = Field(default=10_000, ge=1)
     #: Multiplies retry backoff delays (tests use a small value).
