@@ -57,6 +57,50 @@ def app_id(unique_name: Callable[[str], str]) -> str:
     return unique_name("flow")
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Four partitions per topic, so that two or three workers each hold some."""
+    return settings.model_copy(update={"partitions": 4})
+
+
+class Cluster:
+    """``n`` workers of the flow app, each with its own data dir, started and settled."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        app_id: str,
+        tmp_path: Path,
+        workers: list[WorkerProc],
+        n: int,
+        fn_id: str,
+        **env: str,
+    ) -> None:
+        self.settings = settings
+        self.group = f"steplog-{app_id}"
+        self.journal = settings.topic(f"steplog-{app_id}-fn-{fn_id}")
+        self.pool = [
+            WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", **env) for i in range(n)
+        ]
+        for w in self.pool:
+            workers.append(w.start())
+        self.settle()
+
+    def settle(self) -> None:
+        wait_group_stable(self.settings, self.group, len(self.pool), self.journal)
+
+    def restart(self, pid: int | None = None) -> dict[int, int]:
+        """SIGTERM the worker with ``pid`` (else the first), start it again; returns
+        {its old pid: when it had stopped (unix ms)}."""
+        w = next(w for w in self.pool if pid is None or (w.proc and w.proc.pid == pid))
+        assert w.proc is not None
+        old = w.proc.pid
+        w.stop()
+        stopped = {old: int(time.time() * 1000)}
+        w.start()
+        return stopped
+
+
 class Step:
     """One execution of a step body: who ran it, where, from when to when (unix ms)."""
 
@@ -117,15 +161,10 @@ def test_max_3_notifications_per_user_at_once_in_ts_order_across_a_restart(
     watch: Watch,
     workers: list[WorkerProc],
 ) -> None:
-    settings = settings.model_copy(update={"partitions": 4})
     gate = tmp_path / "gate"
     env = {"TEST_LEDGER": str(ledger), "TEST_GATE": str(gate)}
-    pool = [WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", **env) for i in (1, 2)]
-    for w in pool:
-        workers.append(w.start())
+    cluster = Cluster(settings, app_id, tmp_path, workers, 2, "notify", **env)
     slug = f"{app_id}-notify"
-    journal = settings.topic(f"steplog-{app_id}-fn-notify")
-    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
     # Per user: three events start runs that hold their slots; seven more arrive in
     # a shuffled order, their ts in another - the queue must follow ts.
     rng = random.Random(9)
@@ -156,11 +195,8 @@ def test_max_3_notifications_per_user_at_once_in_ts_order_across_a_restart(
     wait_until(lambda: queued() == 21, 60, "21 runs queued behind the first 3 of each user")
     # A restart while they wait: the queue and the held slots survive it.
     first = steps(ledger)[0]
-    owner = next(w for w in pool if w.proc is not None and w.proc.pid == first.pid)
-    owner.stop()
-    stopped = {first.pid: int(time.time() * 1000)}
-    owner.start()
-    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    stopped = cluster.restart(first.pid)
+    cluster.settle()
     gate_at = int(time.time() * 1000)
     gate.touch()
     done = wait_distinct(watch, finished(slug), 30, timeout=90)
@@ -209,24 +245,16 @@ def test_a_key_less_limit_of_50_holds_across_three_workers_and_a_restart(
     total: int,
     step_s: str,
 ) -> None:
-    settings = settings.model_copy(update={"partitions": 4})
     limit = 50
     env = {"TEST_LEDGER": str(ledger), "TEST_STEP_S": step_s}
-    pool = [WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", **env) for i in (1, 2, 3)]
-    for w in pool:
-        workers.append(w.start())
+    cluster = Cluster(settings, app_id, tmp_path, workers, 3, "email-send", **env)
     slug = f"{app_id}-email-send"
-    journal = settings.topic(f"steplog-{app_id}-fn-email-send")
-    wait_group_stable(settings, f"steplog-{app_id}", 3, journal)
     with Client(settings) as client:
         client.send({"name": "app/campaign.started", "data": {"emails": total}})
     # Mid-way, the worker running the sends is restarted (SIGTERM, then started again).
     wait_until(lambda: len(ledger_lines(ledger)) >= total // 2, 120, "half of the sends")
     first = steps(ledger)[0]
-    owner = next(w for w in pool if w.proc is not None and w.proc.pid == first.pid)
-    owner.stop()
-    stopped = {first.pid: int(time.time() * 1000)}
-    owner.start()
+    stopped = cluster.restart(first.pid)
     done = wait_distinct(watch, finished(slug), total, timeout=600)
     assert sorted(e.data["result"] for e in done) == list(range(total))
     assert len({e.data["run_id"] for e in done}) == total  # one run per send
@@ -262,15 +290,7 @@ def test_a_rate_limit_skips_the_events_over_it_across_a_restart(
     watch: Watch,
     workers: list[WorkerProc],
 ) -> None:
-    settings = settings.model_copy(update={"partitions": 4})
-    pool = [
-        WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", TEST_LEDGER=str(ledger))
-        for i in (1, 2)
-    ]
-    for w in pool:
-        workers.append(w.start())
-    journal = settings.topic(f"steplog-{app_id}-fn-digest")
-    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    cluster = Cluster(settings, app_id, tmp_path, workers, 2, "digest", TEST_LEDGER=str(ledger))
 
     def ask(seqs: range) -> None:
         with Client(settings) as client:
@@ -293,9 +313,8 @@ def test_a_rate_limit_skips_the_events_over_it_across_a_restart(
 
     ask(range(6))
     wait_until(ended(12), 60, "12 digest runs completed or skipped")
-    pool[0].stop()  # the limit's state moves with its partitions
-    pool[0].start()
-    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    cluster.restart()  # the limit's state moves with its partitions
+    cluster.settle()
     ask(range(6, 12))
     wait_until(ended(24), 60, "24 digest runs completed or skipped")
     runs = history_of(settings, app_id, "digest")
@@ -319,14 +338,9 @@ def test_a_singleton_skips_or_cancels_while_a_run_holds_its_key_across_a_restart
     watch: Watch,
     workers: list[WorkerProc],
 ) -> None:
-    settings = settings.model_copy(update={"partitions": 4})
     gate = tmp_path / "gate"
     env = {"TEST_LEDGER": str(ledger), "TEST_GATE": str(gate)}
-    pool = [WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", **env) for i in (1, 2)]
-    for w in pool:
-        workers.append(w.start())
-    journal = settings.topic(f"steplog-{app_id}-fn-sync")
-    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    cluster = Cluster(settings, app_id, tmp_path, workers, 2, "sync", **env)
 
     def send(name: str, account: str, seq: int) -> None:
         with Client(settings) as client:
@@ -340,10 +354,8 @@ def test_a_singleton_skips_or_cancels_while_a_run_holds_its_key_across_a_restart
     send("app/account.sync", "acme", 0)
     first = started("0")
     # The worker running it stops: the run goes on on the other one, and holds the key.
-    owner = next(w for w in pool if w.proc is not None and w.proc.pid == first.pid)
-    owner.stop()
-    owner.start()
-    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    cluster.restart(first.pid)
+    cluster.settle()
     send("app/account.sync", "acme", 1)  # skipped: seq 0 is not finished
     send("app/account.sync", "other", 2)  # another key: runs
     started("2")
@@ -388,15 +400,7 @@ def test_a_throttle_spreads_the_starts_of_a_key_across_a_restart(
     watch: Watch,
     workers: list[WorkerProc],
 ) -> None:
-    settings = settings.model_copy(update={"partitions": 4})
-    pool = [
-        WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", TEST_LEDGER=str(ledger))
-        for i in (1, 2)
-    ]
-    for w in pool:
-        workers.append(w.start())
-    journal = settings.topic(f"steplog-{app_id}-fn-paced")
-    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    cluster = Cluster(settings, app_id, tmp_path, workers, 2, "paced", TEST_LEDGER=str(ledger))
     base = int(time.time() * 1000) - 60_000
     with Client(settings) as client:
         client.send(
@@ -407,8 +411,7 @@ def test_a_throttle_spreads_the_starts_of_a_key_across_a_restart(
             ]
         )
     wait_until(lambda: len(steps(ledger)) >= 4, 60, "two starts per user")
-    pool[0].stop()  # the queue and the throttle's state move with the partitions
-    pool[0].start()
+    cluster.restart()  # the queue and the throttle's state move with the partitions
     done = wait_distinct(watch, finished(f"{app_id}-paced"), 10, timeout=90)
     assert len({e.data["run_id"] for e in done}) == 10
     for user in ("ann", "bob"):
@@ -436,15 +439,7 @@ def test_a_debounce_runs_once_with_the_last_event_across_a_restart(
     watch: Watch,
     workers: list[WorkerProc],
 ) -> None:
-    settings = settings.model_copy(update={"partitions": 4})
-    pool = [
-        WorkerProc(settings, TARGET, app_id, tmp_path / f"w{i}", TEST_LEDGER=str(ledger))
-        for i in (1, 2)
-    ]
-    for w in pool:
-        workers.append(w.start())
-    journal = settings.topic(f"steplog-{app_id}-fn-reindex")
-    wait_group_stable(settings, f"steplog-{app_id}", 2, journal)
+    cluster = Cluster(settings, app_id, tmp_path, workers, 2, "reindex", TEST_LEDGER=str(ledger))
     base = int(time.time() * 1000)
 
     def edit(user: str, seq: int) -> int:
@@ -458,8 +453,7 @@ def test_a_debounce_runs_once_with_the_last_event_across_a_restart(
     for seq in range(3):
         edit("ann", seq)
         time.sleep(0.5)
-    pool[0].stop()  # the held run and its timer move with the partition
-    pool[0].start()
+    cluster.restart()  # the held run and its timer move with the partition
     last = edit("ann", 3)
     edit("ann", -1)  # older than the held one: ignored
     done = wait_distinct(watch, finished(f"{app_id}-reindex"), 2, timeout=60)
