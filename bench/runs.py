@@ -1216,8 +1216,7 @@ def main() -> None:
         "--no-batches", action="store_true", help="skip counting record batches in the log"
     )
     args = parser.parse_args()
-    global A_EVENT
-    A_EVENT = args.event
+    globals()["A_EVENT"] = args.event
     asyncio.run(amain(args))
 
 
