@@ -27,14 +27,17 @@ from streams.core.context import Context
 from streams.core.execution import RunDriver, RunInput
 from streams.core.memo import Memo
 from streams.core.retry import RetryPolicy
+from streams.durations import to_ms
 from streams.errors import ConfigError, ExpressionError, FunctionNotFoundError
 from streams.event import Event
 from streams.expressions import Expression, compile_pattern, event_bindings
+from streams.lifecycle.limits import Gcra
 from streams.options import (
     Batch,
     Cancel,
     Concurrency,
     Debounce,
+    Duration,
     Priority,
     RateLimit,
     Singleton,
@@ -134,6 +137,12 @@ class Function:
         #: ``rate_limit``: at most ``limit`` runs start per ``period`` per key; the
         #: events over it start no run (a ``skipped`` run says so).
         self.rate_limit = rate_limit
+        #: The GCRA of ``rate_limit``: ``limit`` starts at once, then one every
+        #: ``period / limit``; of ``throttle``: evenly spread, ``burst`` more at once.
+        self.rate_gcra = _gcra(rate_limit.limit, rate_limit.period, None) if rate_limit else None
+        self.throttle_gcra = (
+            _gcra(throttle.limit, throttle.period, throttle.burst or 0) if throttle else None
+        )
         self._rate_expr = self._expression(
             "rate_limit.key", rate_limit.key if rate_limit is not None else None
         )
@@ -331,6 +340,12 @@ class Function:
             log.warning("%s: %s not evaluated for event %s: %s", self.slug, what, event.id, exc)
             return None
         return _key_string(value)
+
+
+def _gcra(limit: int, period: Duration, burst: int | None) -> Gcra:
+    """``burst`` None: ``limit`` may start at once; else ``1 + burst`` at once."""
+    interval = to_ms(period) / limit
+    return Gcra(interval, to_ms(period) if burst is None else interval * (1 + burst))
 
 
 def _key_string(value: Any) -> str | None:

@@ -14,6 +14,8 @@ wait in a durable queue (``q`` keys of the partition's state, see
 :func:`queue_key`) mirrored here: one FIFO per tuple of slot keys, ordered by
 *score* - the event's ``ts`` in ms, minus its priority - then by journal offset.
 
+:class:`Gcra` is the arithmetic of rate limits and throttles.
+
 This module decides, and stores nothing; :class:`~streams.lifecycle.machine.PartitionLifecycle`
 writes what it decides.
 """
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 QUEUE = b"q"
 
@@ -50,6 +54,34 @@ def queue_key(slots: Slots, score: int, offset: int, run_id: str) -> bytes:
     by score then offset, and one prefix scan reads every queue of the partition."""
     digest = hashlib.sha256("\x1f".join(slots).encode()).hexdigest()[:16]
     return b"%s%s|%016d|%012d|%s" % (QUEUE, digest.encode(), max(score, 0), offset, run_id.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Gcra:
+    """The generic cell rate algorithm of rate limits and throttles, for one key: a
+    start moves the key's next free start (``tat``, ms) on by ``interval``, and may not
+    put it more than ``bound`` ahead of now (``bound = period``: ``limit`` starts at
+    once; ``bound = interval``: evenly spread)."""
+
+    interval: float
+    bound: float
+
+    def take(self, stored: dict[str, Any] | None, run_id: str, now: int) -> dict[str, Any] | None:
+        """The key's entry after ``run_id`` starts now, or None if it may not. The entry
+        names the last run that took a place: a crash can lose the writes after it (the
+        run's state) but no later run's, so it is the only run read again, and keeps
+        its place."""
+        if stored is not None and stored.get("run_id") == run_id:
+            return stored
+        tat = max(float(stored["tat"]) if stored is not None else 0.0, float(now))
+        if tat + self.interval - now > self.bound:
+            return None
+        return {"tat": tat + self.interval, "run_id": run_id}
+
+    def due(self, stored: dict[str, Any] | None, now: int) -> int:
+        """When the next start may be taken (at least ``now + 1``: it may not now)."""
+        tat = float(stored["tat"]) if stored is not None else float(now)
+        return max(now + 1, math.ceil(tat + self.interval - self.bound))
 
 
 class Gate:

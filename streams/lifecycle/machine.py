@@ -21,7 +21,6 @@ same ids, never lost. See docs/runtime.md "Guarantees".
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from streams.event import Event, accept
 from streams.expressions import event_vars
 from streams.ids import time_prefix
 from streams.lifecycle import state as keys
-from streams.lifecycle.limits import QUEUE, Gate, Queued
+from streams.lifecycle.limits import QUEUE, Gate, Gcra, Queued
 from streams.lifecycle.records import (
     Cancel,
     EffectRecord,
@@ -357,7 +356,9 @@ class PartitionLifecycle:
             return parsed[0]
 
         out: list[Command] = []
-        if self.fn.rate_limit is not None and not self._rate_allows(run_id, event(), now):
+        if self.fn.rate_limit is not None and not self._take(
+            self.fn.rate_gcra, keys.rate_key(self.fn.rate_key(event())), run_id, now
+        ):
             return self._skip(LiveRun(run_id, state), now, "over its rate limit")
         if self.fn.singleton is not None:
             held = self._singleton(run_id, event(), now)
@@ -404,23 +405,15 @@ class PartitionLifecycle:
 
     # --- rate limits and singletons -----------------------------------------------------
 
-    def _rate_allows(self, run_id: str, event: Event, now: int) -> bool:
-        """GCRA: ``limit`` starts per ``period`` per key, all at once or spread; taking
-        one moves the key's next free start on by ``period / limit``. The entry names
-        the last run that took a place: a crash can lose the writes after it (the run's
-        state) but no later run's, so that run is the only one to read again."""
-        rate = self.fn.rate_limit
-        assert rate is not None
-        period = to_ms(rate.period)
-        interval = period / rate.limit
-        rkey = keys.rate_key(self.fn.rate_key(event))
-        stored = self.store.get(rkey)
-        if stored is not None and stored.get("run_id") == run_id:
-            return True  # this start, read again after a crash: it took its place then
-        tat = max(float(stored["tat"]) if stored is not None else 0.0, float(now))
-        if tat + interval - now > period:
+    def _take(self, gcra: Gcra | None, gkey: bytes, run_id: str, now: int) -> bool:
+        """Take a start of a rate limit's or a throttle's key for ``run_id``, if it may."""
+        assert gcra is not None
+        stored = self.store.get(gkey)
+        entry = gcra.take(stored, run_id, now)
+        if entry is None:
             return False
-        self.store.put(rkey, "rate", {"tat": tat + interval, "run_id": run_id})
+        if entry is not stored:
+            self.store.put(gkey, "gcra", entry)
         return True
 
     def _singleton(self, run_id: str, event: Event, now: int) -> list[Command] | None:
@@ -560,30 +553,12 @@ class PartitionLifecycle:
                 continue
             yield qkey, run_id, state
 
-    def _throttle_gcra(self, value: str) -> tuple[bytes, dict[str, Any] | None, float, float]:
-        throttle = self.fn.throttle
-        assert throttle is not None
-        interval = to_ms(throttle.period) / throttle.limit
-        tkey = keys.throttle_key(value)
-        # ``burst`` more may start at once; without it the starts are spread evenly.
-        return tkey, self.store.get(tkey), interval, interval * (1 + (throttle.burst or 0))
-
     def _throttle_takes(self, run_id: str, value: str, now: int) -> bool:
-        """GCRA, as :meth:`_rate_allows`: at most ``limit`` (+ ``burst``) starts per
-        ``period``; a start read again after a crash keeps the place it took."""
-        tkey, stored, interval, bound = self._throttle_gcra(value)
-        if stored is not None and stored.get("run_id") == run_id:
-            return True
-        tat = max(float(stored["tat"]) if stored is not None else 0.0, float(now))
-        if tat + interval - now > bound:
-            return False
-        self.store.put(tkey, "throttle", {"tat": tat + interval, "run_id": run_id})
-        return True
+        return self._take(self.fn.throttle_gcra, keys.throttle_key(value), run_id, now)
 
     def _throttle_timer(self, head: LiveRun, value: str, now: int) -> None:
-        _, stored, interval, bound = self._throttle_gcra(value)
-        tat = float(stored["tat"]) if stored is not None else float(now)
-        due = max(now + 1, math.ceil(tat + interval - bound))
+        assert self.fn.throttle_gcra is not None
+        due = self.fn.throttle_gcra.due(self.store.get(keys.throttle_key(value)), now)
         self._set_timer(due, head.run_id, TimerKind.THROTTLE, head.state.key, throttle=value)
 
     def _unfinished(self, run_id: str) -> bool:
@@ -1053,10 +1028,11 @@ class PartitionLifecycle:
         older than the retention can be due: the scan stops at that time prefix.
         Runs still going (or ended lately) are passed over and met again next time.
         """
-        if start is None:  # a rate limit's key whose next free start is past is as new
-            spent = [k for k, body in self.store.scan(keys.RATE) if float(body["tat"]) <= now]
-            for rkey in spent[: self.limits.sweep_batch]:
-                self.store.delete(rkey)
+        if start is None:  # a rate limit's or throttle's key whose next start is past is as new
+            for prefix in (keys.RATE, keys.THROTTLE):
+                spent = [k for k, body in self.store.scan(prefix) if float(body["tat"]) <= now]
+                for gkey in spent[: self.limits.sweep_batch]:
+                    self.store.delete(gkey)
         cutoff = now - self.limits.retention_ms
         upto = keys.RUN + time_prefix(max(cutoff + 1, 0)).encode()
         begin = keys.RUN + start.encode() if start else None
