@@ -98,22 +98,16 @@ async def digest(ctx: Context) -> str:
 
 
 # --- Singletons: one sync per account at a time; a newer one is skipped or wins ----------
-@app.function(
-    fn_id="sync",
-    trigger=TriggerEvent(event="app/account.sync"),
-    singleton=Singleton(key="event.data.account", mode="skip"),
-)
-async def sync(ctx: Context) -> str:
+async def _sync(ctx: Context) -> str:
     return await ctx.step.run("sync", held, ctx, str(ctx.event.data["seq"]), True)
 
 
-@app.function(
-    fn_id="resync",
-    trigger=TriggerEvent(event="app/account.resync"),
-    singleton=Singleton(key="event.data.account", mode="cancel"),
-)
-async def resync(ctx: Context) -> str:
-    return await ctx.step.run("sync", held, ctx, str(ctx.event.data["seq"]), True)
+for fn_id, mode in (("sync", "skip"), ("resync", "cancel")):
+    app.function(
+        fn_id=fn_id,
+        trigger=TriggerEvent(event=f"app/account.{fn_id}"),
+        singleton=Singleton(key="event.data.account", mode=mode),
+    )(_sync)
 
 
 # --- A throttle: two report starts per 4 s per user, spread (no burst) ---------------
