@@ -232,7 +232,13 @@ class FunctionRuntime:
             return
         state = run.state
         run.driver = self.fn.driver(
-            RunInput(run.run_id, self.slug, Event.model_validate(state.event), (), state.attempt),
+            RunInput(
+                run.run_id,
+                self.slug,
+                Event.model_validate(state.event),
+                state.batch(),
+                state.attempt,
+            ),
             run.memos,
             retry=self.retry,
             executor=self.executor,

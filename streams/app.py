@@ -103,6 +103,7 @@ class Function:
         singleton: Singleton | None = None,
         throttle: Throttle | None = None,
         debounce: Debounce | None = None,
+        batch: Batch | None = None,
     ) -> None:
         self.app_id = app_id
         self.fn_id = fn_id
@@ -163,6 +164,10 @@ class Function:
         self._debounce_expr = self._expression(
             "debounce.key", debounce.key if debounce is not None else None
         )
+        #: ``batch_events``: one run gets up to ``max_size`` events of a key, when the
+        #: batch is full or ``timeout`` after its first event.
+        self.batch = batch
+        self._batch_expr = self._expression("batch_events.key", batch.key if batch else None)
         # The runs a limit, a rate limit or a singleton counts together must meet on
         # one partition, where one lifecycle decides for all of them: by their key, or
         # all on one partition when one has no key or two have different keys.
@@ -175,6 +180,8 @@ class Function:
             together.append((throttle.key, self._throttle_expr))
         if debounce is not None:
             together.append((debounce.key, self._debounce_expr))
+        if batch is not None:
+            together.append((batch.key, self._batch_expr))
         sources = {text for text, _ in together}
         #: Every run of the function goes to one partition (see :meth:`run_key`).
         self.one_partition: bool = None in sources or len(sources) > 1
@@ -249,6 +256,10 @@ class Function:
     def debounce_key(self, event: Event) -> str:
         """The run's key under ``debounce`` (``""``: none, or not evaluated)."""
         return self._key(self._debounce_expr, "debounce key", event) or ""
+
+    def batch_key(self, event: Event) -> str:
+        """The run's key under ``batch_events`` (``""``: none, or not evaluated)."""
+        return self._key(self._batch_expr, "batch_events key", event) or ""
 
     def singleton_key(self, event: Event) -> str:
         """The run's key under ``singleton`` (``""``: none, or not evaluated)."""
@@ -403,12 +414,6 @@ class App:
         if not isinstance(fn_id, str) or not _SLUG.match(fn_id):
             raise ConfigError(f"{self.app_id}-{fn_id}: fn_id {fn_id!r} is not a slug: {_SLUG_HELP}")
         slug = f"{self.app_id}-{fn_id}"
-        unimplemented = {"batch_events": batch_events}
-        for option, value in unimplemented.items():
-            if value is not None:
-                raise ConfigError(
-                    f"{slug}: option {option!r} is not implemented yet in this version of steplog"
-                )
         triggers = _triggers(slug, trigger)
         _check_retries(slug, retries)
         limits = _concurrency(slug, concurrency)
@@ -435,6 +440,17 @@ class App:
             raise ConfigError(f"{slug}: throttle must be Throttle(limit=..., period=...)")
         if singleton is not None and not isinstance(singleton, Singleton):
             raise ConfigError(f"{slug}: singleton must be Singleton(key=..., mode=...)")
+        if batch_events is not None:
+            _check_batch(
+                slug,
+                batch_events,
+                cancel=cancel_rules or None,
+                debounce=debounce,
+                singleton=singleton,
+                priority=priority,
+                idempotency=idempotency,
+                rate_limit=rate_limit,
+            )
 
         def register(handler: Handler) -> Function:
             _check_handler(slug, "handler", handler)
@@ -455,6 +471,7 @@ class App:
                 singleton=singleton,
                 throttle=throttle,
                 debounce=debounce,
+                batch=batch_events,
             )
             failure = None
             if on_failure is not None:
@@ -596,6 +613,24 @@ def _concurrency(slug: str, value: Concurrency | Sequence[Concurrency] | None) -
                 "version of steplog; use scope 'fn'"
             )
     return items
+
+
+def _check_batch(slug: str, batch: Batch, **others: Any) -> None:
+    """``batch_events`` is a Batch, and none of the options Inngest refuses beside it
+    is given (a run of many events has no one event to key, cancel or dedup by)."""
+    if not isinstance(batch, Batch):
+        raise ConfigError(f"{slug}: batch_events must be Batch(max_size=..., timeout=...)")
+    if to_ms(batch.timeout) <= 0:
+        raise ConfigError(
+            f"{slug}: batch_events.timeout is {batch.timeout}; give how long a batch waits "
+            "for more events, e.g. timeout='5s'"
+        )
+    for option, value in others.items():
+        if value is not None:
+            raise ConfigError(
+                f"{slug}: batch_events cannot be combined with {option}: a batch's run has "
+                f"many events, and {option} works on one event per run; drop one of the two"
+            )
 
 
 def _check_handler(slug: str, field: str, handler: Any) -> None:

@@ -21,6 +21,11 @@
 - Singletons, two workers, the one running the key's run restarted: a second event
   of the key is skipped while the first run goes on elsewhere (``skip``), or cancels
   the run holding the key (``cancel``); once the run ends the key is free again.
+- "Batch instead of fan-out" (seed): 10,000 events, sent in ten waves to three
+  workers, one restarted mid-way, through ``Batch(max_size=100, timeout="5s")``
+  key-less (one batch for the whole function, whatever partition an event came
+  on) and keyed by user: every event in exactly one finished batch, at most 100
+  per batch, a keyed batch holding one user's events only.
 """
 
 from __future__ import annotations
@@ -468,3 +473,60 @@ def test_a_debounce_runs_once_with_the_last_event_across_a_restart(
         30,
         "the replaced and the ignored edits shown as skipped runs",
     )
+
+
+def test_batches_hold_every_event_once_across_three_workers_and_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    total, waves, users = 10_000, 10, 7
+    cluster = Cluster(settings, app_id, tmp_path, workers, 3, "rows", TEST_LEDGER=str(ledger))
+    stopped: dict[int, int] = {}
+    with Client(settings) as client:
+        for wave in range(waves):
+            per = total // waves
+            rows = range(wave * per, (wave + 1) * per)
+            client.send(
+                [{"name": "app/row.added", "data": {"n": n, "user": f"u{n % users}"}} for n in rows]
+            )
+            if wave == waves // 2:  # the worker that ran a batch goes away and comes back
+                wait_until(lambda: bool(ledger_lines(ledger)), 60, "a first batch")
+                stopped = cluster.restart(steps(ledger)[0].pid)
+    for fn_id in ("rows", "rows-by-user"):
+        slug = f"{app_id}-{fn_id}"
+
+        def batches(slug: str = slug) -> dict[str, Any]:
+            return {e.data["run_id"]: e for e in watch.matching(finished(slug))}
+
+        wait_until(
+            lambda: sum(len(e.data["result"]) for e in batches().values()) >= total,
+            180,
+            f"{fn_id}: batches holding all {total} events",
+        )
+        done = batches()
+        rows = [n for e in done.values() for n in e.data["result"]]
+        assert sorted(rows) == list(range(total)), f"{fn_id}: an event lost or in two batches"
+        sizes = sorted(len(e.data["result"]) for e in done.values())
+        assert max(sizes) <= 100
+        for e in done.values():  # function.finished carries the batch's events
+            assert [x["data"]["n"] for x in e.data["events"]] == e.data["result"]
+            assert e.data["event"] == e.data["events"][0]
+        if fn_id == "rows-by-user":
+            for e in done.values():
+                result = e.data["result"]
+                assert len({n % users for n in result}) == 1, f"a batch of two users: {result}"
+        full = sum(1 for n in sizes if n == 100)
+        print(
+            f"{fn_id}: {len(done)} batches for {total} events, {full} full, "
+            f"smallest {sizes[0]} (a restart at {sorted(stopped.values())})"
+        )
+    # Key-less: one batch for the whole function. The events came on every partition
+    # of events; only the batches a timeout ended (the last of a wave, the one open at
+    # the restart) are not full.
+    rows_done = {e.data["run_id"]: e for e in watch.matching(finished(f"{app_id}-rows"))}
+    partial = [e for e in rows_done.values() if len(e.data["result"]) < 100]
+    assert len(partial) <= waves + 2, f"{len(partial)} partial batches"

@@ -175,9 +175,10 @@ class RunDriver:
         #: Memos no step call reached; filled when the run completes or fails for good.
         self.unreached: list[Memo] = []
 
+        events = list(run.events) or [run.event]
         self.context = Context(
-            event=run.event,
-            events=list(run.events) or [run.event],
+            event=events[0],
+            events=events,
             run_id=run.run_id,
             attempt=run.attempt,
             logger=_RunLogger(logging.getLogger(_logger_name(run.function_id)), self),

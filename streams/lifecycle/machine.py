@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,7 @@ from streams.lifecycle.store import RunStore
 from streams.lifecycle.system import CANCELLED_ERROR, history_record, system_events
 from streams.lifecycle.timers import PREFIX as TIMER_PREFIX
 from streams.lifecycle.timers import PartitionTimers, TimerKind, due_prefix, timer_key
+from streams.serde.internal import compact_json
 from streams.waits import Wait, accepted_ms, index_hint, trigger_for
 
 if TYPE_CHECKING:
@@ -336,8 +337,13 @@ class PartitionLifecycle:
 
     def _start(self, rec: Start, key: str, now: int) -> list[Command]:
         run_id = rec.run_id
-        if run_id in self.active or self.store.get(keys.run_key(run_id)) is not None:
+        if run_id in self.active:
             return []  # a repeated start: the run exists already
+        held = self.store.get(keys.run_key(run_id))
+        if held is not None:
+            if held["status"] == RunStatus.BATCHED and self.fn.batch is not None:
+                return self._batch_again(run_id, Event.model_validate(rec.event), now)
+            return []
         if rec.idempotency is not None and not self._claim(run_id, rec.idempotency, key, now):
             return []
         state = RunState(
@@ -365,10 +371,7 @@ class PartitionLifecycle:
             if held is None:
                 return self._skip(LiveRun(run_id, state), now, "its singleton key is held")
             out += held
-        if self.gate is not None:
-            state.slots = self.fn.slot_keys(event())
-        if self.gate is not None or self.fn.throttle is not None:
-            state.score = int(event().ts or 0) - 1000 * self.fn.priority_s(event())
+        self._place(state, event)
         not_before = rec.not_before or 0
         timeouts = self.fn.timeouts
         if timeouts is not None and timeouts.start is not None:
@@ -378,6 +381,8 @@ class PartitionLifecycle:
                 return out + self._finish(
                     LiveRun(run_id, state), RunStatus.CANCELLED, now, error=CANCELLED_ERROR
                 )
+        if self.fn.batch is not None and rec.invoker is None and not_before <= now:
+            return out + self._batch_add(run_id, state, event(), now)
         if self.fn.cancel:
             out += self._listen_for_cancels(run_id, key, event(), now)
         if timeouts is not None and timeouts.finish is not None:
@@ -402,6 +407,13 @@ class PartitionLifecycle:
         if self.fn.throttle is not None:
             return out + self._throttle(LiveRun(run_id, state, memos), now)
         return out + self._admit(LiveRun(run_id, state, memos), now)
+
+    def _place(self, state: RunState, event: Callable[[], Event]) -> None:
+        """Fix the run's slot keys and its place in its queues, as its limits need."""
+        if self.gate is not None:
+            state.slots = self.fn.slot_keys(event())
+        if self.gate is not None or self.fn.throttle is not None:
+            state.score = int(event().ts or 0) - 1000 * self.fn.priority_s(event())
 
     # --- rate limits and singletons -----------------------------------------------------
 
@@ -494,6 +506,124 @@ class PartitionLifecycle:
         if self.fn.throttle is not None:
             return out + self._throttle(run, now)
         return out + self._admit(run, now)  # the timer goes once the burst is written
+
+    # --- batches --------------------------------------------------------------------------
+
+    def _batch_add(self, run_id: str, state: RunState, event: Event, now: int) -> list[Command]:
+        """Add the event of ``run_id`` to its key's open batch (opening one, with a timer
+        for its timeout); a batch that is full starts its run now.
+
+        The writes go in an order whose every prefix is safe to handle the start again
+        against: the timer of a new batch, the event (at the batch's next place), the
+        batch's header counting it, and last the marker ``r<run id>`` (``batched``)
+        that makes the start a repeat. Handled again after a crash, an event already
+        at the batch's last place is not added twice.
+        """
+        batch = self.fn.batch
+        assert batch is not None
+        value = self.fn.batch_key(event)
+        bkey = keys.batch_key(value)
+        header = self.store.get(bkey)
+        if header is not None and not self._batch_open(header):
+            self._batch_drop(value, bkey)  # its run started: a crash kept these keys
+            header = None
+        if header is None:
+            due = now + to_ms(batch.timeout)
+            tkey = timer_key(due, run_id, TimerKind.BATCH.value).decode()
+            self._set_timer(due, run_id, TimerKind.BATCH, state.key, batch=value)
+            header = {"run_id": run_id, "key": state.key, "size": 0, "bytes": 0, "timer": tkey}
+        size = int(header["size"])
+        last = self.store.get(keys.batched_key(value, size - 1)) if size else None
+        if last is None or last["run_id"] != run_id:
+            entry = {"run_id": run_id, "event": state.event}
+            self.store.put(keys.batched_key(value, size), "batched", entry)
+            size += 1
+            added = int(header["bytes"]) + len(compact_json(state.event))
+            header = {**header, "size": size, "bytes": added}
+            self.store.put(bkey, "batch", header)
+        self._batched(run_id, state.key, str(header["run_id"]), now)
+        return self._batch_start(value, header, now) if self._batch_full(header) else []
+
+    def _batched(self, run_id: str, key: str, batch: str, now: int) -> None:
+        """Mark the event of ``run_id`` as in the batch ``batch``: its start is done."""
+        marker = {
+            "status": RunStatus.BATCHED.value,
+            "function_id": self.slug,
+            "key": key,
+            "started_ms": now,
+            "ended_ms": now,
+            "batch": batch,
+        }
+        self.store.put(keys.run_key(run_id), "run", marker)
+
+    def _batch_again(self, run_id: str, event: Event, now: int) -> list[Command]:
+        """A repeated start of an event in a batch: a crash may have kept every write of
+        the first but the batch's start, when the event filled it; start it now."""
+        value = self.fn.batch_key(event)
+        header = self.store.get(keys.batch_key(value))
+        if header is None or not self._batch_open(header) or not self._batch_full(header):
+            return []
+        return self._batch_start(value, header, now)
+
+    def _batch_full(self, header: Mapping[str, Any]) -> bool:
+        assert self.fn.batch is not None
+        full = int(header["size"]) >= self.fn.batch.max_size
+        return full or int(header["bytes"]) >= self.limits.max_record_bytes // BATCH_BYTES_SHARE
+
+    def _batch_open(self, header: Mapping[str, Any]) -> bool:
+        """Whether the batch ``header`` describes has not started its run yet."""
+        raw = self.store.get(keys.run_key(str(header["run_id"])))
+        return raw is None or raw["status"] == RunStatus.BATCHED
+
+    def _batch_start(self, value: str, header: Mapping[str, Any], now: int) -> list[Command]:
+        """The batch of ``value`` is full or its timeout is over: its run starts with its
+        events (the run id of its first event is the batch's). The run's state goes
+        first, then the batch's keys: a crash between leaves the run to resume."""
+        run_id = str(header["run_id"])
+        events: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for _, body in list(self.store.scan(keys.batched_prefix(value))):
+            member = str(body["run_id"])
+            if member in seen:  # an event written twice across a crash
+                continue
+            seen.add(member)
+            events.append(body["event"])
+            if self.store.get(keys.run_key(member)) is None:  # a crash lost its marker
+                self._batched(member, str(header["key"]), run_id, now)
+        first = Event.model_validate(events[0])
+        state = RunState(
+            function_id=self.slug,
+            key=str(header["key"]),
+            status=RunStatus.RUNNING,
+            started_ms=now,
+            event=events[0],
+            events=events,
+        )
+        self._place(state, lambda: first)
+        timeouts = self.fn.timeouts
+        if timeouts is not None and timeouts.finish is not None:
+            self._set_timer(now + to_ms(timeouts.finish), run_id, TimerKind.TIMEOUT, state.key)
+        run = LiveRun(run_id, state)
+        self._persist(run, active=True)
+        self._batch_drop(value, keys.batch_key(value))
+        self.store.delete(str(header["timer"]).encode())
+        self.timers.applied(str(header["timer"]).encode())
+        log.debug("%s: batch %s starts with %d event(s)", self.slug, run_id, len(events))
+        if self.fn.throttle is not None:
+            return self._throttle(run, now)
+        return self._admit(run, now)
+
+    def _batch_drop(self, value: str, bkey: bytes) -> None:
+        for ekey in list(self.store.scan_keys(keys.batched_prefix(value))):
+            self.store.delete(ekey)
+        self.store.delete(bkey)
+
+    def _batch_due(self, value: str, run_id: str, now: int) -> list[Command]:
+        """A batch's timer: its run starts, if the batch is still the one it was set for."""
+        header = self.store.get(keys.batch_key(value))
+        if header is None or header["run_id"] != run_id or not self._batch_open(header):
+            return []
+        return self._batch_start(value, header, now)
 
     # --- throttles ----------------------------------------------------------------------
 
@@ -802,6 +932,7 @@ class PartitionLifecycle:
                 run_id=run.run_id,
                 status=status,
                 trigger=state.event,
+                events=state.events,
                 ended_ms=now,
                 result=result,
                 error=error,
@@ -886,6 +1017,7 @@ class PartitionLifecycle:
                 result=result,
                 error=error,
                 max_bytes=self.limits.max_record_bytes,
+                events=state.events,
             )
         )
 
@@ -963,6 +1095,12 @@ class PartitionLifecycle:
                     scheduled = state.status is RunStatus.SCHEDULED
                     state.status = RunStatus.RUNNING
                     run = LiveRun(run_id, state, self._memos(run_id), after_burst=[tkey])
+                    if scheduled and self.fn.batch is not None and state.invoker is None:
+                        # A future-dated event joins a batch now (its timer goes after).
+                        event = Event.model_validate(state.event)
+                        out = self._batch_add(run_id, state, event, now)
+                        self.store.delete(tkey)
+                        return out
                     if scheduled and self.fn.throttle is not None:
                         return self._throttle(run, now)  # a future-dated start: throttled now
                     return self._admit(run, now)  # the timer goes once the burst is written
@@ -972,6 +1110,8 @@ class PartitionLifecycle:
                 return self._debounced(RunState.from_dict(raw), run_id, tkey, now)
         elif kind == TimerKind.THROTTLE:
             return self._throttle_tick(str(timer["throttle"]), tkey, now)
+        elif kind == TimerKind.BATCH:
+            out = self._batch_due(str(timer["batch"]), run_id, now)
         else:
             log.warning("%s: dropping a timer of unknown kind %r (%s)", self.slug, kind, rec.timer)
         self.store.delete(tkey)
@@ -1053,6 +1193,10 @@ class PartitionLifecycle:
         self.store.delete(keys.active_key(run_id))
         self.store.delete(keys.run_key(run_id))
 
+
+#: A batch starts once its events take this share of a record (its run's state holds
+#: them all, and must fit one with room for its steps' memos beside).
+BATCH_BYTES_SHARE = 2
 
 #: Why a run held by a debounce starts no run.
 REPLACED = "debounced: a later event took its place"

@@ -18,6 +18,8 @@ prefix per kind, so related keys sort together and prefix scans find them:
 ``h<hash of value>``       a throttle's next free start (GCRA) for a key
 ``w<hash>|<score>|...``    a run waiting for its throttle
 ``d<hash of value>``       the run a debounce holds for a key (its last event)
+``b<hash of value>``       a key's open batch: its run id, size, first event time
+``e<hash>|<seq>``          an event of an open batch, in arrival order
 =========================  ==================================================
 """
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from streams.event import Event
 from streams.lifecycle.records import Invoker
 
 RUN = b"r"
@@ -40,6 +43,8 @@ SINGLETON = b"o"
 THROTTLE = b"h"
 THROTTLED = b"w"
 DEBOUNCE = b"d"
+BATCH = b"b"
+BATCHED = b"e"
 
 
 def run_key(run_id: str) -> bytes:
@@ -87,6 +92,19 @@ def debounce_key(value: str) -> bytes:
     return DEBOUNCE + _digest(value)
 
 
+def batch_key(value: str) -> bytes:
+    return BATCH + _digest(value)
+
+
+def batched_prefix(value: str) -> bytes:
+    """The prefix of the events of a key's open batch (they sort by arrival)."""
+    return BATCHED + _digest(value) + b"|"
+
+
+def batched_key(value: str, seq: int) -> bytes:
+    return batched_prefix(value) + b"%06d" % seq
+
+
 def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode()).hexdigest()[:32].encode()
 
@@ -108,6 +126,9 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
     #: Started no run: over its rate limit, or its singleton key was held (``skip``).
     SKIPPED = "skipped"
+    #: Its event joined a batch: the batch's run (the run id of its first event)
+    #: has it in ``ctx.events``. Stored only, so that a repeated start is a no-op.
+    BATCHED = "batched"
 
     @property
     def terminal(self) -> bool:
@@ -116,6 +137,7 @@ class RunStatus(StrEnum):
             RunStatus.FAILED,
             RunStatus.CANCELLED,
             RunStatus.SKIPPED,
+            RunStatus.BATCHED,
         )
 
 
@@ -139,6 +161,8 @@ class RunState:
     started_ms: int
     attempt: int = 0
     event: dict[str, Any] = field(default_factory=dict)
+    #: A batch's events, ``event`` first (empty: the run has one event, ``event``).
+    events: list[dict[str, Any]] = field(default_factory=list)
     invoker: Invoker | None = None
     ended_ms: int | None = None
     persisted: bool = False
@@ -148,6 +172,10 @@ class RunState:
     score: int = 0
     #: The queue key it waits under while QUEUED.
     queued: str | None = None
+
+    def batch(self) -> tuple[Event, ...]:
+        """The batch's events (``ctx.events``); empty for a run of one event."""
+        return tuple(Event.model_validate(e) for e in self.events)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -161,6 +189,8 @@ class RunState:
             out["ended_ms"] = self.ended_ms
             return out
         out["event"] = self.event
+        if self.events:
+            out["events"] = self.events
         out["persisted"] = True
         if self.invoker is not None:
             out["invoker"] = self.invoker.to_dict()
@@ -182,6 +212,7 @@ class RunState:
             started_ms=int(raw.get("started_ms") or 0),
             attempt=int(raw.get("attempt") or 0),
             event=dict(raw.get("event") or {}),
+            events=list(raw.get("events") or ()),
             invoker=Invoker.from_dict(invoker) if invoker else None,
             ended_ms=int(ended) if ended is not None else None,
             persisted=True,

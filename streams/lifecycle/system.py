@@ -44,6 +44,7 @@ def system_events(
     status: RunStatus,
     trigger: dict[str, Any],
     ended_ms: int,
+    events: list[dict[str, Any]] | None = None,
     result: Any = None,
     error: dict[str, Any] | None = None,
 ) -> list[Event]:
@@ -52,7 +53,7 @@ def system_events(
         "function_id": function_id,
         "run_id": run_id,
         "event": trigger,
-        "events": [trigger],
+        "events": events or [trigger],
         "error": error,
         "result": result,
         "_inngest": {"status": status.value},
@@ -78,6 +79,7 @@ def history_record(
     result: Any = None,
     error: dict[str, Any] | None = None,
     max_bytes: int | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A ``steplog.RunHistory`` record: the run as ``steplog runs`` shows it.
 
@@ -101,6 +103,8 @@ def history_record(
         "result": result,
         "error": error,
     }
+    if events:  # a batch: every event it holds (``event`` is the first)
+        body["events"] = events
     return {
         "run_id": run_id,
         "function_id": function_id,

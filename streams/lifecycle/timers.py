@@ -37,6 +37,8 @@ class TimerKind(StrEnum):
     THROTTLE = "throttle"
     #: A debounce's wait is over: its run starts (with the last event).
     DEBOUNCE = "debounce"
+    #: A batch's timeout is over: its run starts with the events it has.
+    BATCH = "batch"
 
 
 def timer_key(due_ms: int, run_id: str, kind: str) -> bytes:

@@ -530,7 +530,9 @@ class Engine:
         life = self.lifecycles[slug]
         state = run.state
         run.driver = fn.driver(
-            RunInput(run.run_id, slug, Event.model_validate(state.event), (), state.attempt),
+            RunInput(
+                run.run_id, slug, Event.model_validate(state.event), state.batch(), state.attempt
+            ),
             run.memos,
             clock=self.clock,
             retry=RetryPolicy(retries=fn.retries, scale=self.retry_scale),

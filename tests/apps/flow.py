@@ -1,5 +1,5 @@
 """Functions for the flow-control tests: concurrency limits, throttles, rate limits,
-singletons, debounce.
+singletons, debounce, batches.
 
 Each step appends ``<run id> start|end <label> <unix ms> <pid>`` to the ledger when
 it begins and when it lets go (in a ``finally``: a step cancelled by a shutdown lets
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from streams import (
     App,
+    Batch,
     Concurrency,
     Context,
     Debounce,
@@ -130,3 +131,23 @@ async def paced(ctx: Context) -> str:
 async def reindex(ctx: Context) -> str:
     label = f"{ctx.event.data['user']}:{ctx.event.data['seq']}"
     return await ctx.step.run("reindex", held, ctx, label, False)
+
+
+# --- "Batch instead of fan-out" (seed): rows written 100 at a time -------------------------
+async def _write_rows(ctx: Context) -> list[int]:
+    rows = [int(e.data["n"]) for e in ctx.events]
+    mark(ctx, "start", f"{len(rows)}")
+    mark(ctx, "end", f"{len(rows)}")
+    return rows
+
+
+app.function(
+    fn_id="rows",
+    trigger=TriggerEvent(event="app/row.added"),
+    batch_events=Batch(max_size=100, timeout="5s"),
+)(_write_rows)
+app.function(
+    fn_id="rows-by-user",
+    trigger=TriggerEvent(event="app/row.added"),
+    batch_events=Batch(max_size=100, timeout="5s", key="event.data.user"),
+)(_write_rows)

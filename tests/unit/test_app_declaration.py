@@ -96,15 +96,34 @@ def test_handler_must_be_async() -> None:
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("batch_events", Batch(max_size=10, timeout="5s")),
+        ("cancel", Cancel(event="shop/cancelled")),
+        ("debounce", Debounce(period="5s")),
+        ("singleton", Singleton()),
+        ("priority", Priority(run="10")),
+        ("idempotency", "event.data.orderId"),
+        ("rate_limit", RateLimit(limit=1, period="1m")),
     ],
 )
-def test_options_not_implemented_yet_fail_clearly(option: str, value: object) -> None:
+def test_a_batch_with_an_option_inngest_refuses_beside_it_fails_naming_both(
+    option: str, value: object
+) -> None:
     with pytest.raises(ConfigError) as info:
-        declare(App("shop"), **{option: value})
-    assert str(info.value) == (
-        f"shop-f: option {option!r} is not implemented yet in this version of steplog"
+        declare(App("shop"), batch_events=Batch(max_size=10, timeout="5s"), **{option: value})
+    assert str(info.value).startswith(f"shop-f: batch_events cannot be combined with {option}: ")
+
+
+def test_a_batch_is_keyed_like_the_other_options_and_needs_a_timeout() -> None:
+    event = Event(name="a", data={"userId": 42})
+    keyed = declare(
+        App("shop"), batch_events=Batch(max_size=10, timeout="5s", key="event.data.userId")
     )
+    assert keyed.run_key(event) == "42" and keyed.batch_key(event) == "42"
+    whole = declare(App("shop"), batch_events=Batch(max_size=10, timeout="5s"))
+    assert whole.run_key(event) == "shop-f"  # one batch for the function: one partition
+    with pytest.raises(ConfigError, match=r"batch_events\.timeout is 0:00:00"):
+        declare(App("shop"), batch_events=Batch(max_size=10, timeout=0))
+    with pytest.raises(ValueError, match="max_size"):
+        Batch(max_size=0, timeout="5s")
 
 
 def test_cancel_rules_and_timeouts_are_checked_at_declaration() -> None:

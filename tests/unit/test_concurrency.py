@@ -12,6 +12,7 @@ from typing import Any
 
 from streams import (
     App,
+    Batch,
     Concurrency,
     Context,
     Debounce,
@@ -406,3 +407,86 @@ def test_a_debounce_timeout_caps_the_delay_from_the_first_event() -> None:
     assert p.started == ["r3"]  # the last event before the cap
     p.start("r4", {}, ts=T0 + 16_000, now=T0 + 16_000)
     assert p.status("r4") == "scheduled"  # a new debounce, from r4
+
+
+# --- batches ------------------------------------------------------------------------------
+
+
+def batch_events(p: Partition, run_id: str) -> list[str]:
+    return [str(e["id"]) for e in p.running[run_id].state.events]
+
+
+def test_a_batch_starts_its_run_when_full_with_its_events_in_arrival_order() -> None:
+    p = Partition(*declare(batch_events=Batch(max_size=3, timeout="5s", key="event.data.user")))
+    for i in range(7):
+        p.start(f"u{i}", {"user": "u"})
+    p.start("v0", {"user": "v"})
+    assert p.started == ["u0", "u3"]  # a batch's run has the run id of its first event
+    assert batch_events(p, "u0") == ["u0", "u1", "u2"]
+    assert batch_events(p, "u3") == ["u3", "u4", "u5"]
+    assert p.running["u0"].state.event["id"] == "u0"  # ctx.event is the first
+    assert [p.status(r) for r in ("u1", "u2", "u6", "v0")] == ["batched"] * 4
+    fire(p, T0 + 4_999)
+    assert p.started == ["u0", "u3"]
+    fire(p, T0 + 5_000)  # the timeout: the open batches start with what they have
+    assert sorted(p.started[2:]) == ["u6", "v0"]
+    assert batch_events(p, "u6") == ["u6"]
+    assert not list(p.store.scan(b"b")) and not list(p.store.scan(b"e"))
+
+
+def test_a_repeated_start_adds_no_event_to_a_batch_open_or_started() -> None:
+    p = Partition(*declare(batch_events=Batch(max_size=3, timeout="5s")))
+    p.start("a", {})
+    p.start("a", {})  # the router sent it again
+    p.start("b", {})
+    p.start("b", {})
+    assert p.started == []
+    p.start("c", {})
+    assert batch_events(p, "a") == ["a", "b", "c"]
+    p.start("c", {})
+    p.start("a", {})  # the batch's own run id: the run exists
+    p.start("d", {})
+    fire(p, T0 + 5_000)
+    assert p.started == ["a", "d"]
+    assert batch_events(p, "d") == ["d"]
+
+
+def test_a_batch_runs_under_the_functions_concurrency_limit() -> None:
+    p = Partition(
+        *declare(batch_events=Batch(max_size=2, timeout="5s"), concurrency=Concurrency(limit=1))
+    )
+    for i in range(6):
+        p.start(f"r{i}", {})
+    assert p.started == ["r0"]
+    assert p.status("r2") == "queued" and p.status("r4") == "queued"
+    p.finish("r0")
+    assert p.started == ["r0", "r2"]
+    assert batch_events(p, "r2") == ["r2", "r3"]
+
+
+def test_the_in_memory_engine_batches_events_and_finished_carries_them() -> None:
+    app = App("mem")
+    seen: list[list[int]] = []
+
+    @app.function(
+        fn_id="bulk",
+        trigger=TriggerEvent("app/row"),
+        batch_events=Batch(max_size=4, timeout="2s"),
+    )
+    async def bulk(ctx: Context) -> int:
+        rows = [int(e.data["n"]) for e in ctx.events]
+        await ctx.step.run("write", lambda: seen.append(rows))
+        assert ctx.event is ctx.events[0]
+        return len(rows)
+
+    engine = Engine(app)
+    engine.send([{"name": "app/row", "data": {"n": n}} for n in range(10)])
+    engine.settle()
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    engine.advance("2s")
+    engine.settle()
+    assert seen[-1] == [8, 9]
+    finished = [e for e in engine.events if e.name == "inngest/function.finished"]
+    assert [len(e.data["events"]) for e in finished] == [4, 4, 2]
+    assert [e.data["events"][0]["data"]["n"] for e in finished] == [0, 4, 8]
+    assert sorted(r.result for r in engine.runs("bulk")) == [2, 4, 4]
