@@ -221,6 +221,22 @@ def _readme_concurrency(block: Block) -> None:
     assert len(queued) == 5
 
 
+@check("readme-batch")
+def _readme_batch(block: Block) -> None:
+    page = block.run()
+    engine = testing.Engine(page.app)
+    calls = [
+        {"name": "log/api.call", "data": {"userId": f"u{n % 2}", "endpoint": f"/e{n}"}}
+        for n in range(250)
+    ]
+    engine.send(calls)
+    engine.settle()  # full batches start at once: 100 + 100 of the 125 of each user
+    assert sorted(r.result for r in engine.runs("record-api-calls")) == [100, 100]
+    engine.advance("5s")  # the timeout starts the rest
+    engine.settle()
+    assert sorted(r.result for r in engine.runs("record-api-calls")) == [25, 25, 100, 100]
+
+
 @check("testing-engine")
 def _testing_engine(block: Block) -> None:
     page = block.run()  # its asserts ran

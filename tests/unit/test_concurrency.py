@@ -36,7 +36,7 @@ from streams.lifecycle import (
     Release,
 )
 from streams.lifecycle.limits import QUEUE
-from streams.lifecycle.records import Cancel, Resume, Start, Wake
+from streams.lifecycle.records import Cancel, Invoker, Resume, Start, Wake
 from streams.lifecycle.state import run_key
 from streams.lifecycle.timers import PREFIX as TIMER_PREFIX
 from streams.testing import Engine
@@ -490,3 +490,19 @@ def test_the_in_memory_engine_batches_events_and_finished_carries_them() -> None
     assert [len(e.data["events"]) for e in finished] == [4, 4, 2]
     assert [e.data["events"][0]["data"]["n"] for e in finished] == [0, 4, 8]
     assert sorted(r.result for r in engine.runs("bulk")) == [2, 4, 4]
+
+
+def test_an_invoked_run_is_not_batched_and_a_future_event_joins_a_batch_at_its_ts() -> None:
+    p = Partition(*declare(batch_events=Batch(max_size=2, timeout="5s")))
+    invoked = {"name": "inngest/function.invoked", "data": {}, "id": "i", "ts": T0}
+    p.feed(Start("i", invoked, invoker=Invoker("lim-g", "parent", "step", "k")), "lim-f")
+    assert p.started == ["i"] and batch_events(p, "i") == []  # at once, its one event
+    later = {"name": "app/x", "data": {}, "id": "later", "ts": T0 + 60_000}
+    p.feed(Start("later", later, not_before=T0 + 60_000), "lim-f")
+    p.start("now", {})
+    assert p.status("later") == "scheduled" and p.status("now") == "batched"
+    fire(p, T0 + 60_000)  # now's batch timed out (alone); later joins a new one
+    assert p.started == ["i", "now"] and p.status("later") == "batched"
+    p.start("last", {}, now=T0 + 61_000)
+    assert p.started == ["i", "now", "later"]
+    assert batch_events(p, "later") == ["later", "last"]
