@@ -25,12 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from rocksdict import WriteBatch
+from rocksdict import ReadOptions, WriteBatch
 
 from streams.serde.internal import JsonBodyCodec
 
@@ -44,16 +44,63 @@ STATE = JsonBodyCodec("steplog.StateValue")
 PendingWrites = dict[bytes, tuple[int, bytes | None]]
 
 
+def group_of(key: bytes) -> bytes:
+    """The group a pending write is indexed under: its key up to its first ``|``
+    (``m<run id>|`` for a memo), else its first byte. Every key a prefix scan with a
+    ``|`` in its prefix can find is in one group: the prefix's own."""
+    bar = key.find(b"|")
+    return key[: bar + 1] if bar >= 0 else key[:1]
+
+
+def _candidates(
+    pending: PendingWrites | None, groups: dict[bytes, set[bytes]] | None, prefix: bytes
+) -> Iterable[bytes]:
+    """The pending keys a scan of ``prefix`` must look at: one group's, when the
+    prefix names one, else all of them."""
+    if not pending:
+        return ()
+    if groups is not None and b"|" in prefix:
+        return groups.get(group_of(prefix), ())
+    return pending.keys()
+
+
+def _bounded(prefix: bytes, upto: bytes | None) -> ReadOptions:
+    """Read options that end an iterator at the scan's end (the iterator keeps a
+    pointer into them, not a copy: keep them alive while it is used). Without a bound, the
+    iterator's last step runs on over every deleted key (tombstone) after the range
+    until it meets a live one, and a partition's memos of finished runs leave many
+    (20 ms per scan behind 200,000 of them, against microseconds with the bound)."""
+    end = _successor(prefix)
+    if upto is not None and (end is None or upto < end):
+        end = upto
+    opts = ReadOptions()
+    if end is not None:
+        opts.set_iterate_upper_bound(end)
+    return opts
+
+
+def _successor(prefix: bytes) -> bytes | None:
+    """The smallest key above every key with ``prefix`` (None: there is none)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
 def _scan_keys(
     db: Any,
     prefix: bytes,
     upto: bytes | None,
     start: bytes | None,
     pending: PendingWrites | None = None,
+    groups: dict[bytes, set[bytes]] | None = None,
 ) -> Iterator[bytes]:
     begin = start if start is not None else prefix
-    stored = ((key, b"") for key in db.keys(from_key=begin))
-    return (key for key, _ in _in_order(stored, prefix, upto, begin, pending))
+    opts = _bounded(prefix, upto)  # held while the iterator lives: it points into it
+    stored = ((key, b"") for key in db.keys(from_key=begin, read_opt=opts))
+    for key, _ in _in_order(stored, prefix, upto, begin, pending, groups):
+        yield key
+    del opts
 
 
 def _scan(
@@ -62,10 +109,14 @@ def _scan(
     upto: bytes | None,
     start: bytes | None,
     pending: PendingWrites | None = None,
+    groups: dict[bytes, set[bytes]] | None = None,
 ) -> Iterator[tuple[bytes, Any]]:
     begin = start if start is not None else prefix
-    for key, raw in _in_order(db.items(from_key=begin), prefix, upto, begin, pending):
+    opts = _bounded(prefix, upto)  # held while the iterator lives: it points into it
+    stored = db.items(from_key=begin, read_opt=opts)
+    for key, raw in _in_order(stored, prefix, upto, begin, pending, groups):
         yield key, STATE.decode(raw)[1]
+    del opts
 
 
 def _in_order(
@@ -74,15 +125,18 @@ def _in_order(
     upto: bytes | None,
     begin: bytes,
     pending: PendingWrites | None,
+    groups: dict[bytes, set[bytes]] | None = None,
 ) -> Iterator[tuple[bytes, bytes]]:
     """The ``stored`` items (key order, from ``begin``) with ``prefix`` and below
-    ``upto``, with the ``pending`` writes in that range applied over them."""
+    ``upto``, with the ``pending`` writes in that range applied over them (looked for
+    among ``groups`` of them, see :func:`group_of`, when given)."""
 
     def wanted(key: bytes) -> bool:
         return key.startswith(prefix) and (upto is None or key < upto)
 
     if pending:
-        over = sorted((k, v[1]) for k, v in pending.items() if k >= begin and wanted(k))
+        keys = _candidates(pending, groups, prefix)
+        over = sorted((k, pending[k][1]) for k in keys if k >= begin and wanted(k) and k in pending)
         if over:
             stored = _merge(stored, over)
     for key, raw in stored:
@@ -245,6 +299,9 @@ class Changelog:
         self.table = table
         #: Per partition: the writes staged and not acknowledged yet.
         self.pending: dict[int, PendingWrites] = {}
+        #: Per partition: the keys of ``pending`` by :func:`group_of` (so that a scan
+        #: for a run's memos does not filter every pending write of the partition).
+        self.groups: dict[int, dict[bytes, set[bytes]]] = {}
         self._seq = 0
         #: Per partition: the highest changelog offset written to its database here.
         self._persisted: dict[int, int] = {}
@@ -264,6 +321,7 @@ class Changelog:
     def stage(self, partition: int, key: bytes, value: bytes | None) -> int:
         self._seq += 1
         self.pending.setdefault(partition, {})[key] = (self._seq, value)
+        self.groups.setdefault(partition, {}).setdefault(group_of(key), set()).add(key)
         return self._seq
 
     def send(self, partition: int, key: bytes, value: bytes | None, seq: int) -> Any:
@@ -300,6 +358,12 @@ class Changelog:
         staged = self.pending.get(partition)
         if staged is not None and staged.get(key, (0, None))[0] == seq:
             del staged[key]
+            groups = self.groups.get(partition, {})
+            group = groups.get(group_of(key))
+            if group is not None:
+                group.discard(key)
+                if not group:
+                    del groups[group_of(key)]
 
 
 class RocksRunStore:
@@ -327,11 +391,16 @@ class RocksRunStore:
     def scan(
         self, prefix: bytes, upto: bytes | None = None, *, start: bytes | None = None
     ) -> Iterator[tuple[bytes, Any]]:
-        db = self.changelog.db(self.partition)
-        return _scan(db, prefix, upto, start, self.changelog.pending.get(self.partition))
+        db, pending, groups = self._view()
+        return _scan(db, prefix, upto, start, pending, groups)
 
     def scan_keys(
         self, prefix: bytes, upto: bytes | None = None, *, start: bytes | None = None
     ) -> Iterator[bytes]:
-        db = self.changelog.db(self.partition)
-        return _scan_keys(db, prefix, upto, start, self.changelog.pending.get(self.partition))
+        db, pending, groups = self._view()
+        return _scan_keys(db, prefix, upto, start, pending, groups)
+
+    def _view(self) -> tuple[Any, PendingWrites | None, dict[bytes, set[bytes]] | None]:
+        changelog = self.changelog
+        p = self.partition
+        return changelog.db(p), changelog.pending.get(p), changelog.groups.get(p)

@@ -12,6 +12,9 @@ campaign and follows ``inngest.function.finished``. Phases, same sitting, same w
   keyed-N    N sends, ``Concurrency(limit=50, key="event.data.key")`` with a key per
              send (never contended)
   keyed-1000 / keyed-1   the same with 1,000 keys, then one key
+  rows-single / rows-batched   N events of a function whose one step only counts
+             its events: one run per event, then ``Batch(max_size=100,
+             timeout="1s")`` (events/s and runs)
 
 For each: wall time (campaign sent -> last send finished), sends/s, latency of a send
 (its event's ts -> its run's end) p50/p99, the most sends at once and the mean overlap
@@ -51,6 +54,8 @@ PHASES: dict[str, tuple[str, int | None]] = {
     "keyed-N": ("bench/email.keyed", None),
     "keyed-1000": ("bench/email.keyed", 1000),
     "keyed-1": ("bench/email.keyed", 1),
+    "rows-single": ("bench/row.single", None),
+    "rows-batched": ("bench/row.batched", None),
 }
 
 
@@ -63,6 +68,8 @@ class Finished(threading.Thread):
         self.consumer = procs.tail_consumer(settings, "bench-flow")
         self.consumer.subscribe([settings.topic("inngest.function.finished")])
         self.seen: dict[str, dict[str, int]] = {}
+        #: per function, the events its finished runs had (a batch counts them all)
+        self.events: dict[str, int] = {}
         self.last: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -78,6 +85,7 @@ class Finished(threading.Thread):
                     self.seen.setdefault(fn, {})[run_id] = int(e.ts or 0) - int(
                         e.data["event"].get("ts") or 0
                     )
+                    self.events[fn] = self.events.get(fn, 0) + len(e.data.get("events") or [1])
                     self.last[fn] = time.perf_counter()
         self.consumer.close()
 
@@ -85,9 +93,14 @@ class Finished(threading.Thread):
         with self.lock:
             return len(self.seen.get(fn, {}))
 
+    def count_events(self, fn: str) -> int:
+        with self.lock:
+            return self.events.get(fn, 0)
+
     def take(self, fn: str) -> dict[str, int]:
         """The runs of ``fn`` seen so far, forgotten here (the next phase counts anew)."""
         with self.lock:
+            self.events.pop(fn, None)
             return self.seen.pop(fn, {})
 
 
@@ -134,10 +147,13 @@ def phase(
         client.send({"name": "bench/campaign", "data": data})
     rss = 0.0
     deadline = t0 + max(120.0, 4 * sends * step_s / LIMIT)
-    while watch.count(fn) < sends and time.perf_counter() < deadline:
+    while watch.count_events(fn) < sends and time.perf_counter() < deadline:
         rss = max(rss, procs.rss_mib(worker.pid))
         time.sleep(0.25)
-    done = watch.count(fn)
+    done = watch.count_events(fn)
+    if name.startswith("rows-"):
+        rows_phase(name, watch, fn, t0, sends, done, cpu, rss)
+        return
     wall = watch.last.get(fn, time.perf_counter()) - t0
     usage = cpu.stop()
     lat = sorted(watch.take(fn).values())
@@ -153,6 +169,28 @@ def phase(
         + (f", mean overlap / limit {mean / LIMIT:.2f}" if limited else f", mean {mean:.0f}")
         + f", {execs} step executions, worker peak RSS {rss:.0f} MiB, "
         f"worker CPU {usage['cpu']['worker']:.1f} s",
+        flush=True,
+    )
+
+
+def rows_phase(
+    name: str,
+    watch: Finished,
+    fn: str,
+    t0: float,
+    sends: int,
+    done: int,
+    cpu: procs.Cpu,
+    rss: float,
+) -> None:
+    wall = watch.last.get(fn, time.perf_counter()) - t0
+    usage = cpu.stop()
+    runs = len(watch.take(fn))
+    print(
+        f"{name:<12} {done}/{sends} events in {runs} runs in {wall:6.1f} s, "
+        f"{done / wall:6.0f} events/s, worker peak RSS {rss:.0f} MiB, "
+        f"worker CPU {usage['cpu']['worker']:.1f} s ({usage['cpu']['worker'] / done * 1e3:.2f} ms "
+        "per event)",
         flush=True,
     )
 

@@ -186,8 +186,12 @@ class Worker:
     def start(self, timeout: float = 120.0) -> Worker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
+        cmd = [sys.executable, "-m", "streams.cli", "worker", self.target, "-l", "info"]
+        profile = os.environ.get("BENCH_WORKER_PROFILE")  # see bench/profiled_worker.py
+        if profile:
+            cmd[1:3] = [str(ROOT / "bench" / "profiled_worker.py"), profile]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", self.target, "-l", "info"],
+            cmd,
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,

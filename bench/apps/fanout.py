@@ -7,7 +7,9 @@ step that awaits ``BENCH_STEP_S`` (0.05 s) and notes in the ledger (``BENCH_LEDG
 
 - ``bench/email.free``: no limit;
 - ``bench/email.limited``: ``Concurrency(limit=50)`` (key-less: one partition);
-- ``bench/email.keyed``: ``Concurrency(limit=50, key="event.data.key")``.
+- ``bench/email.keyed``: ``Concurrency(limit=50, key="event.data.key")``;
+- ``bench/row.single`` and ``bench/row.batched``: one step that counts the run's
+  events (no wait), one run per event, and ``Batch(max_size=100, timeout="1s")``.
 
 The app id comes from ``BENCH_APP_ID``. Run: ``steplog worker bench.apps.fanout:app``.
 """
@@ -19,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from streams import App, Concurrency, Context, Event, TriggerEvent
+from streams import App, Batch, Concurrency, Context, Event, TriggerEvent
 
 app = App(os.environ.get("BENCH_APP_ID", "bench-flow"))
 LEDGER = Path(os.environ.get("BENCH_LEDGER", "/tmp/steplog-bench-ledger.txt"))
@@ -67,3 +69,16 @@ for fn_id, limit in (
         trigger=TriggerEvent(event=f"bench/{fn_id.replace('-', '.')}"),
         concurrency=limit,
     )(_email)
+
+
+async def _rows(ctx: Context) -> int:
+    rows = len(ctx.events)
+    return int(await ctx.step.run("write", lambda: rows))
+
+
+for fn_id, batch in (("row-single", None), ("row-batched", Batch(max_size=100, timeout="1s"))):
+    app.function(
+        fn_id=fn_id,
+        trigger=TriggerEvent(event=f"bench/{fn_id.replace('-', '.')}"),
+        batch_events=batch,
+    )(_rows)

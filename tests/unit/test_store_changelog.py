@@ -8,6 +8,7 @@ its changelog topic's ``send_soon``), so a test decides when the broker answers.
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from rocksdict import Options, Rdict
 
 from agents.local_state import OFFSET_KEY
-from agents.store import STATE, Changelog, Outbox, RocksRunStore
+from agents.store import STATE, Changelog, Outbox, RocksRunStore, _scan, _scan_keys, _successor
 
 
 class Acked:
@@ -189,3 +190,53 @@ async def test_scans_merge_pending_writes_into_the_stored_keys_in_order(table: A
     ]
     assert list(store.scan_keys(b"m", start=b"m1|e")) == [b"m1|e", b"m2|a", b"m3|x"]
     assert list(store.scan_keys(b"r")) == [b"r1"]
+
+
+async def test_a_scan_for_one_runs_memos_looks_only_at_its_pending_group(table: Any) -> None:
+    changelog = Changelog(table)
+    outbox = Outbox(changelog)
+    store = RocksRunStore(0, outbox)
+    for n in range(50):
+        store.put(b"m%d|a" % n, "memo", n)
+    store.put(b"r1", "run", "state")
+    outbox.seal()
+    assert changelog.groups[0][b"m7|"] == {b"m7|a"}
+    assert changelog.groups[0][b"r"] == {b"r1"}
+    assert list(store.scan(b"m7|")) == [(b"m7|a", 7)]
+    for fut in table.changelog_topic.sent:
+        fut.ack(1)
+    assert changelog.groups[0] == {} and changelog.pending[0] == {}
+    assert list(store.scan(b"m7|")) == [(b"m7|a", 7)]  # from the database now
+
+
+def test_a_scan_ends_at_its_prefix_or_upto_whatever_follows_in_the_database(
+    tmp_path: Path,
+) -> None:
+    db = Rdict(str(tmp_path / "db"), options=Options(raw_mode=True))
+    for key in (b"m1|a", b"m1|b", b"m1\xff", b"m2|a", b"n"):
+        db[key] = STATE.encode("memo", key.decode(errors="replace"))
+    for n in range(1000):  # deleted keys right after the range: passed over quickly
+        db[b"m1}%04d" % n] = b"x"
+        del db[b"m1}%04d" % n]
+    assert list(_scan_keys(db, b"m1|", None, None)) == [b"m1|a", b"m1|b"]
+    assert list(_scan_keys(db, b"m", b"m1|b", None)) == [b"m1|a"]
+    assert list(_scan_keys(db, b"m1\xff", None, None)) == [b"m1\xff"]
+    assert [k for k, _ in _scan(db, b"m", None, b"m1\xff")] == [b"m1\xff", b"m2|a"]
+    assert _successor(b"m1|") == b"m1}" and _successor(b"a\xff\xff") == b"b"
+    assert _successor(b"\xff") is None
+    db.close()
+
+
+def test_a_scan_reads_its_whole_range_when_consumed_after_other_allocations(
+    tmp_path: Path,
+) -> None:
+    """The iterator's upper bound lives in its read options: they must live as long
+    as the scan does (a temporary let the bound be overwritten: scans came up short)."""
+    db = Rdict(str(tmp_path / "db"), options=Options(raw_mode=True))
+    for n in range(200):
+        db[b"e1|%06d" % n] = STATE.encode("batched", n)
+    scans = [_scan(db, b"e1|", None, None) for _ in range(20)]
+    gc.collect()
+    noise = [bytes(64) * (n % 7) for n in range(20_000)]
+    assert all(len(list(scan)) == 200 for scan in scans), len(noise)
+    db.close()
