@@ -23,6 +23,7 @@ from streams.clock import now_ms
 from streams.errors import StreamsError
 from streams.expressions import name_matches
 from streams.lifecycle import records
+from streams.lifecycle.gate import GATE
 from streams.routing import DedupEntry, DedupKeys, remembers, route
 from streams.serde import EventCodec, dlq_headers, ensure_accepted
 from streams.settings import Settings
@@ -209,7 +210,9 @@ class Router:
             return
         cancel = records.Cancel(run_id, str(request.get("reason") or "cancel requested"))
         value = records.encode(cancel, now_ms())
-        for journal in self.journals.values():
+        for slug, journal in self.journals.items():
+            if slug == GATE:
+                continue  # the gate holds no runs
             for partition in range(self.partitions):
                 await journal.send(key=run_id.encode(), value=value, partition=partition)
 

@@ -24,6 +24,7 @@ from agents.faust_app import (
     make_faust_app,
 )
 from agents.functions import FunctionRuntime
+from agents.gate import GateRuntime
 from agents.local_state import discard_stale_local_state
 from agents.manifest import check_manifest
 from agents.marks import Marks
@@ -36,6 +37,7 @@ from streams.core import RetryPolicy
 from streams.event import Event
 from streams.kafka.admin import create_topics, ensure_topics
 from streams.lifecycle import Limits
+from streams.lifecycle.gate import GATE
 from streams.serde import EventCodec
 from streams.serde.internal import RecordCodec
 from streams.settings import Settings
@@ -169,10 +171,26 @@ class Worker:
             if crons
             else None
         )
+        if any(fn.env_limit is not None for fn in functions.values()):
+            # The gate's topic goes among the journals: runs write asks and frees to it
+            # as they write any journal record, keyed by the limit's key value.
+            self.journals[GATE] = self._raw_topic(self.topics.gate)
+        self.gate = (
+            GateRuntime(
+                self.faust,
+                topic=self.journals[GATE],
+                table=self.state_table("steplog.gate", self.topics.gate_changelog),
+                journals=self.journals,
+            )
+            if GATE in self.journals
+            else None
+        )
         outboxes = [runtime.outbox for runtime in self.runtimes.values()]
         outboxes.append(self.router.outbox)
         if self.cron is not None:
             outboxes.append(self.cron.outbox)
+        if self.gate is not None:
+            outboxes.append(self.gate.outbox)
         complete_flush_before_commit(self.faust, before=outboxes)
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)
@@ -220,6 +238,8 @@ class Worker:
         if self.cron is not None:
             plain.append(self.cron.topic_name)
             compacted.append(self.cron.table.changelog_topic.get_topic_name())
+        if self.gate is not None:  # its topic is among the journals
+            compacted.append(self.gate.table.changelog_topic.get_topic_name())
         compacted += [self.topics.runs, self.topics.waits]
         create_topics(self.settings, plain)
         create_topics(self.settings, compacted, config={"cleanup.policy": "compact"})

@@ -130,7 +130,13 @@ class Function:
                 expr = self._expression(f"trigger[{i}].expression", trigger.expression)
                 self._matchers.append((text, is_prefix, expr))
         keys = [self._expression(f"concurrency[{i}].key", c.key) for i, c in enumerate(concurrency)]
-        limited = [(c, k) for c, k in zip(concurrency, keys, strict=True) if c.limit > 0]
+        counted = [(c, k) for c, k in zip(concurrency, keys, strict=True) if c.limit > 0]
+        limited = [(c, k) for c, k in counted if c.scope == "fn"]
+        #: An env-scoped limit (``scope="env"``): at most ``limit`` runs of any function
+        #: of the app with the same key value execute at once (the app's gate counts).
+        self.env_limit: tuple[int, Expression] | None = next(
+            ((c.limit, k) for c, k in counted if c.scope == "env" and k is not None), None
+        )
         #: The limits steplog enforces (``limit`` 0 is none), one per slot key.
         self.slot_limits: tuple[int, ...] = tuple(c.limit for c, _ in limited)
         self._slot_exprs = [k for _, k in limited]
@@ -272,6 +278,11 @@ class Function:
             (self._key(expr, "concurrency key", event) or "") if expr is not None else ""
             for expr in self._slot_exprs
         )
+
+    def env_key(self, event: Event) -> str:
+        """The run's key value under its env-scoped limit (``""``: not evaluated)."""
+        expr = self.env_limit[1] if self.env_limit is not None else None
+        return self._key(expr, "concurrency key (scope env)", event) or ""
 
     def priority_s(self, event: Event) -> int:
         """The run's priority in seconds (-600..600): how far ahead of the runs queued
@@ -607,11 +618,16 @@ def _concurrency(slug: str, value: Concurrency | Sequence[Concurrency] | None) -
                 "which one steplog app cannot see; use scope 'fn' (this function) or "
                 "'env' (every function of this app, with a key)"
             )
-        if item.scope == "env":
+        if item.scope == "env" and item.key is None:
             raise ConfigError(
-                f"{slug}: concurrency[{i}]: scope 'env' is not implemented yet in this "
-                "version of steplog; use scope 'fn'"
+                f"{slug}: concurrency[{i}]: scope 'env' needs a key: the runs of every "
+                "function with the same key value share the limit (e.g. key='\"openai\"')"
             )
+    if sum(1 for item in items if item.scope == "env") > 1:
+        raise ConfigError(
+            f"{slug}: concurrency: two limits with scope 'env' given; a function has at "
+            "most one (and one with scope 'fn' beside it)"
+        )
     return items
 
 

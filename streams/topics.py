@@ -77,6 +77,15 @@ class Topics:
         return self._app("cron-changelog")
 
     @property
+    def gate(self) -> str:
+        """Asks and frees of env-scoped concurrency slots, keyed by the key's value."""
+        return self._app("gate")
+
+    @property
+    def gate_changelog(self) -> str:
+        return self._app("gate-changelog")
+
+    @property
     def runs(self) -> str:
         """The compacted run history (``steplog runs``)."""
         return self._app("runs")

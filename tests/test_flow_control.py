@@ -26,6 +26,9 @@
   key-less (one batch for the whole function, whatever partition an event came
   on) and keyed by user: every event in exactly one finished batch, at most 100
   per batch, a keyed batch holding one user's events only.
+- An env-scoped limit (``scope="env"``): two functions share 2 slots of one key value,
+  30 runs of each on two workers, one restarted mid-way: never more than 2 steps of
+  the two functions at once, every run finished once.
 """
 
 from __future__ import annotations
@@ -530,3 +533,41 @@ def test_batches_hold_every_event_once_across_three_workers_and_a_restart(
     rows_done = {e.data["run_id"]: e for e in watch.matching(finished(f"{app_id}-rows"))}
     partial = [e for e in rows_done.values() if len(e.data["result"]) < 100]
     assert len(partial) <= waves + 2, f"{len(partial)} partial batches"
+
+
+def test_an_env_limit_holds_across_two_functions_two_workers_and_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    per, limit = 30, 2
+    env = {"TEST_LEDGER": str(ledger), "TEST_STEP_S": "0.2"}
+    cluster = Cluster(settings, app_id, tmp_path, workers, 2, "summarize", **env)
+    with Client(settings) as client:
+        client.send(
+            [
+                {"name": f"app/{fn_id}.requested", "data": {"n": n}}
+                for n in range(per)
+                for fn_id in ("summarize", "translate")
+            ]
+        )
+    wait_until(lambda: len(ledger_lines(ledger)) >= per, 120, "a third of the calls")
+    stopped = cluster.restart(steps(ledger)[0].pid)
+    for fn_id in ("summarize", "translate"):
+        done = wait_distinct(watch, finished(f"{app_id}-{fn_id}"), per, timeout=180)
+        assert sorted(e.data["result"] for e in done) == sorted(
+            f"{app_id}-{fn_id}:{n}" for n in range(per)
+        )
+        assert len({e.data["run_id"] for e in done}) == per
+    execs = steps(ledger, stopped)
+    most, curve = overlap(execs)
+    assert most <= limit, f"{most} calls of the two functions at once, over {limit}"
+    begin, end = min(s.start for s in execs), max(s.start for s in execs)
+    mean = mean_overlap(curve, begin, end)
+    print(
+        f"env limit {limit} over two functions: {len(execs)} step executions, "
+        f"max overlap {most}, mean overlap / limit {mean / limit:.2f} over {end - begin} ms"
+    )

@@ -46,12 +46,16 @@ from streams.ids import time_prefix
 from streams.lifecycle import state as keys
 from streams.lifecycle.limits import QUEUE, Gate, Gcra, Queued
 from streams.lifecycle.records import (
+    GATE,
     Cancel,
     EffectRecord,
     Invoker,
     Record,
     Resolve,
     Resume,
+    SlotAsk,
+    SlotFree,
+    SlotGrant,
     Start,
     Sweep,
     Tick,
@@ -242,6 +246,8 @@ class PartitionLifecycle:
             return self._resume(now)
         if isinstance(record, Sweep):
             return self._sweep(record.start, now)
+        if isinstance(record, SlotGrant):
+            return self._granted(record, now)
         if isinstance(record, Tick):
             log.warning("%s[%s]: a cron tick on a function journal", self.slug, self.partition)
         return []
@@ -412,8 +418,10 @@ class PartitionLifecycle:
         """Fix the run's slot keys and its place in its queues, as its limits need."""
         if self.gate is not None:
             state.slots = self.fn.slot_keys(event())
-        if self.gate is not None or self.fn.throttle is not None:
+        if self.gate is not None or self.fn.throttle is not None or self.fn.env_limit:
             state.score = int(event().ts or 0) - 1000 * self.fn.priority_s(event())
+        if self.fn.env_limit is not None:
+            state.env = self.fn.env_key(event())
 
     # --- rate limits and singletons -----------------------------------------------------
 
@@ -753,7 +761,11 @@ class PartitionLifecycle:
     def _admit(self, run: LiveRun, now: int) -> list[Command]:
         """Activate ``run`` if its limits have room and nothing is queued before it;
         else queue it. Until the partition resumed, the runs that held slots before
-        a restart are not counted yet: every run queues."""
+        a restart are not counted yet: every run queues. A run under an env-scoped
+        limit first asks the app's gate for a slot, and comes back here with it."""
+        state = run.state
+        if state.env is not None and not state.env_held:
+            return self._ask_gate(run, now)
         gate = self.gate
         if gate is None:
             return self._activate(run)
@@ -772,6 +784,47 @@ class PartitionLifecycle:
         self._burst_written(run)
         gate.push(entry)
         return [self._history(run, now)]
+
+    def _ask_gate(self, run: LiveRun, now: int) -> list[Command]:
+        """``run`` waits (``queued``) for the gate's grant of a slot of its env limit."""
+        state = run.state
+        assert self.fn.env_limit is not None and state.env is not None
+        state.status = RunStatus.QUEUED
+        state.env_wait = True
+        self._persist(run, active=False)
+        self._burst_written(run)
+        ask = SlotAsk(
+            run.run_id,
+            state.env,
+            self.fn.env_limit[0],
+            self.slug,
+            state.key,
+            self.partition,
+            state.score,
+        )
+        return [Journal(GATE, state.env, ask), self._history(run, now)]
+
+    def _granted(self, rec: SlotGrant, now: int) -> list[Command]:
+        """The gate gave a run its slot: it goes on (through its function's own limits).
+        A grant for a run that no longer waits for one is given back."""
+        run = self.active.get(rec.run_id) or self._stub(rec.run_id)
+        state = run.state if run is not None else None
+        if state is not None and state.env_held and not state.env_wait:
+            return []  # a repeated grant
+        if run is None or state is None or not state.env_wait:
+            return [Journal(GATE, rec.value, SlotFree(rec.run_id, rec.value))]
+        state.env_wait = False
+        state.env_held = True
+        state.status = RunStatus.RUNNING
+        return self._admit(run, now)
+
+    def _let_go_of_gate(self, run: LiveRun) -> list[Command]:
+        """The run stops executing (or ends): free its env slot, or its place in line."""
+        state = run.state
+        if state.env is None or not (state.env_held or state.env_wait):
+            return []
+        state.env_held = state.env_wait = False
+        return [Journal(GATE, state.env, SlotFree(run.run_id, state.env))]
 
     def _drain(self, freed: tuple[str, ...] | None, now: int) -> list[Command]:
         """Start the queued runs that have room now (``freed``: the slot keys just let
@@ -909,8 +962,9 @@ class PartitionLifecycle:
             wake_at_ms = now  # a waiting step completed meanwhile: go on now
         if wake_at_ms is not None:  # the timer before the state that needs it
             self._set_timer(wake_at_ms, run.run_id, TimerKind.WAKE, run.state.key)
+        freed = self._let_go_of_gate(run)
         self._persist(run, active=False)
-        return [*self._release(run, now, stop=False), self._history(run, now)]
+        return [*freed, *self._release(run, now, stop=False), self._history(run, now)]
 
     def _finish(
         self,
@@ -940,6 +994,7 @@ class PartitionLifecycle:
         ]
         if state.invoker is not None:
             out.append(self._answer_invoker(state.invoker, status, result, error))
+        out += self._let_go_of_gate(run)
         for memo in run.memos.values():
             if memo.status == "waiting" and memo.op == "wait":
                 out.append(Unregister(f"{run.run_id}|{memo.step_id}"))

@@ -5,7 +5,9 @@ moves its runs, keyed by the run's routing key so a run's records share a
 partition. On the wire each is an Avro ``steplog.RunRecord``: ``kind``, ``run_id``,
 ``at_ms`` and the kind's fields as a JSON ``body``. :func:`encode` and
 :func:`decode` are the only code that knows that form. The cron topic carries
-:class:`Tick` and :class:`Resume` in the same envelope.
+:class:`Tick` and :class:`Resume` in the same envelope, the gate topic of env-scoped
+limits :class:`SlotAsk` and :class:`SlotFree` (its answers, :class:`SlotGrant`, go
+to the runs' journals).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from streams.errors import DecodeError
 from streams.serde.internal import JsonBodyCodec
 
 ENVELOPE = JsonBodyCodec("steplog.RunRecord")
+#: What a :class:`~streams.lifecycle.machine.Journal` command names the app's gate
+#: topic by (:mod:`streams.lifecycle.gate`; no function slug has a "~").
+GATE = "~gate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,52 @@ class Tick:
     due_ms: int
 
 
-Record = Start | EffectRecord | Wake | Resolve | Cancel | Resume | Sweep | Tick
+@dataclass(frozen=True, slots=True)
+class SlotAsk:
+    """A run asks the app's gate (``steplog-<app>-gate``, keyed by ``value``) for a slot
+    of an env-scoped concurrency limit: at most ``limit`` runs of any function of the
+    app with this key ``value`` execute at once. ``function``, ``key`` and
+    ``partition`` say where the grant goes; ``score`` orders the gate's queue."""
+
+    run_id: str
+    value: str
+    limit: int
+    function: str
+    key: str
+    partition: int
+    score: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFree:
+    """The run stopped executing (or ended, or no longer waits): its slot of ``value``
+    is free, or its place in the gate's queue is given up."""
+
+    run_id: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlotGrant:
+    """The gate gave the run a slot of ``value`` (in the run's own journal)."""
+
+    run_id: str
+    value: str
+
+
+Record = (
+    Start
+    | EffectRecord
+    | Wake
+    | Resolve
+    | Cancel
+    | Resume
+    | Sweep
+    | Tick
+    | SlotAsk
+    | SlotFree
+    | SlotGrant
+)
 
 
 def run_id_of(record: Record) -> str:
@@ -156,6 +206,19 @@ def _body(record: Record) -> tuple[str, dict[str, Any]]:
         return "resume", {"token": record.token} if record.token else {}
     if isinstance(record, Sweep):
         return "sweep", {} if record.start is None else {"from": record.start}
+    if isinstance(record, SlotAsk):
+        return "slot-ask", {
+            "value": record.value,
+            "limit": record.limit,
+            "function": record.function,
+            "key": record.key,
+            "partition": record.partition,
+            "score": record.score,
+        }
+    if isinstance(record, SlotFree):
+        return "slot-free", {"value": record.value}
+    if isinstance(record, SlotGrant):
+        return "slot-grant", {"value": record.value}
     return "tick", {"function": record.function, "cron": record.cron, "due_ms": record.due_ms}
 
 
@@ -203,4 +266,18 @@ def _record(kind: str, run_id: str, body: dict[str, Any]) -> Record:
         return Sweep(str(start) if start else None)
     if kind == "tick":
         return Tick(str(body["function"]), str(body["cron"]), int(body["due_ms"]))
+    if kind == "slot-ask":
+        return SlotAsk(
+            run_id,
+            str(body["value"]),
+            int(body["limit"]),
+            str(body["function"]),
+            str(body["key"]),
+            int(body["partition"]),
+            int(body.get("score") or 0),
+        )
+    if kind == "slot-free":
+        return SlotFree(run_id, str(body["value"]))
+    if kind == "slot-grant":
+        return SlotGrant(run_id, str(body["value"]))
     raise DecodeError(f"unknown run journal record kind {kind!r}")

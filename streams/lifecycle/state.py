@@ -172,6 +172,11 @@ class RunState:
     score: int = 0
     #: The queue key it waits under while QUEUED.
     queued: str | None = None
+    #: Its key value under the function's env-scoped limit (fixed when it starts),
+    #: whether it holds a slot of it now, and whether it waits for the gate's grant.
+    env: str | None = None
+    env_held: bool = False
+    env_wait: bool = False
 
     def batch(self) -> tuple[Event, ...]:
         """The batch's events (``ctx.events``); empty for a run of one event."""
@@ -199,6 +204,10 @@ class RunState:
             out["score"] = self.score
         if self.queued is not None:
             out["queued"] = self.queued
+        if self.env is not None:
+            out["env"] = self.env
+            out["env_held"] = self.env_held
+            out["env_wait"] = self.env_wait
         return out
 
     @classmethod
@@ -219,4 +228,7 @@ class RunState:
             slots=tuple(str(k) for k in raw.get("slots") or ()),
             score=int(raw.get("score") or 0),
             queued=raw.get("queued"),
+            env=raw.get("env"),
+            env_held=bool(raw.get("env_held")),
+            env_wait=bool(raw.get("env_wait")),
         )

@@ -54,6 +54,7 @@ from streams.lifecycle import (
     Unregister,
 )
 from streams.lifecycle import records as rec
+from streams.lifecycle.gate import GATE, EnvGate
 from streams.lifecycle.state import TIMER, RunStatus, run_key
 from streams.lifecycle.timers import TimerKind, due_of
 from streams.routing import DedupEntry, remembers, route
@@ -207,6 +208,11 @@ class Engine:
             self.positions[topic] = 0
             self.committed[topic] = 0
             self.stores[fn.slug] = MemoryRunStore()
+        for topic in (journal_topic(GATE),):
+            self.topics[topic] = []
+            self.positions[topic] = 0
+            self.committed[topic] = 0
+        self.stores[GATE] = MemoryRunStore()
         self._start_lifecycles()
 
     # --- the public API ---------------------------------------------------------------
@@ -320,7 +326,8 @@ class Engine:
                 if body is None or body["kind"] == TimerKind.IDEMPOTENCY:
                     continue
                 state = store.get(run_key(str(body["run_id"])))
-                if state is None or RunStatus(state["status"]).terminal:
+                batching = body["kind"] == TimerKind.BATCH  # its run is a "batched" marker
+                if not batching and (state is None or RunStatus(state["status"]).terminal):
                     continue
                 at = due_of(key)
                 due = at if due is None else min(due, at)
@@ -381,6 +388,8 @@ class Engine:
             )
             self.lifecycles[fn.slug] = life
             self._append(journal_topic(fn.slug), "", rec.Resume(token))
+        #: The app's gate (env-scoped limits), on the topic ``journal:~gate``.
+        self.gate = EnvGate(self.stores[GATE])
 
     # --- processing -------------------------------------------------------------------
 
@@ -410,7 +419,7 @@ class Engine:
                     slug = topic.split(":", 1)[1]
                     store = self.stores[slug]
                     mark = len(store.writes)
-                    life = self.lifecycles[slug]
+                    life = self.gate if slug == GATE else self.lifecycles[slug]
                     now = self.clock.now_ms()
                     await self._carry_out(slug, life.handle(item, key, now, offset))
                     writes: list[Durable] = [

@@ -151,3 +151,16 @@ app.function(
     trigger=TriggerEvent(event="app/row.added"),
     batch_events=Batch(max_size=100, timeout="5s", key="event.data.user"),
 )(_write_rows)
+
+
+# --- An env-scoped limit: two functions share two slots of one API ("llm") -------------
+async def _llm(ctx: Context) -> str:
+    return await ctx.step.run("call", held, ctx, f"{ctx.function_id}:{ctx.event.data['n']}", False)
+
+
+for fn_id in ("summarize", "translate"):
+    app.function(
+        fn_id=fn_id,
+        trigger=TriggerEvent(event=f"app/{fn_id}.requested"),
+        concurrency=Concurrency(limit=2, key='"llm"', scope="env"),
+    )(_llm)

@@ -266,9 +266,30 @@ def test_priority_is_whole_seconds_clipped_and_zero_when_it_fails() -> None:
     assert fn.priority_s(Event(name="app/x", data={})) == 0  # fails to evaluate
 
 
-def test_concurrency_scopes_other_than_fn_are_refused_clearly() -> None:
+def test_concurrency_scope_account_is_refused_and_env_needs_one_keyed_limit() -> None:
     with pytest.raises(ConfigError, match="scope 'account' counts runs of other apps"):
         declare(App("shop"), concurrency=Concurrency(limit=1, key="event.id", scope="account"))
+    with pytest.raises(ConfigError, match="scope 'env' needs a key"):
+        declare(App("shop"), concurrency=Concurrency(limit=1, scope="env"))
+    with pytest.raises(ConfigError, match="two limits with scope 'env'"):
+        declare(
+            App("shop"),
+            concurrency=[
+                Concurrency(limit=1, key='"a"', scope="env"),
+                Concurrency(limit=1, key='"b"', scope="env"),
+            ],
+        )
+    shared = declare(
+        App("shop"),
+        concurrency=[
+            Concurrency(limit=5, key='"openai"', scope="env"),
+            Concurrency(limit=2, key="event.data.userId"),
+        ],
+    )
+    event = Event(name="a", data={"userId": 42})
+    assert shared.env_key(event) == "openai" and shared.env_limit is not None
+    assert shared.slot_limits == (2,)  # the function's own limit; the gate counts the other
+    assert shared.run_key(event) == "42"
 
 
 def test_on_failure_registers_a_second_function() -> None:

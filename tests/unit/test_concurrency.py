@@ -30,13 +30,15 @@ from streams.lifecycle import (
     Announce,
     Command,
     History,
+    Journal,
     LiveRun,
     MemoryRunStore,
     PartitionLifecycle,
     Release,
 )
+from streams.lifecycle.gate import EnvGate
 from streams.lifecycle.limits import QUEUE
-from streams.lifecycle.records import Cancel, Invoker, Resume, Start, Wake
+from streams.lifecycle.records import Cancel, Invoker, Resume, SlotAsk, SlotFree, Start, Wake
 from streams.lifecycle.state import run_key
 from streams.lifecycle.timers import PREFIX as TIMER_PREFIX
 from streams.testing import Engine
@@ -480,11 +482,9 @@ def test_the_in_memory_engine_batches_events_and_finished_carries_them() -> None
         return len(rows)
 
     engine = Engine(app)
-    engine.send([{"name": "app/row", "data": {"n": n}} for n in range(10)])
-    engine.settle()
+    engine.send([{"name": "app/row", "data": {"n": n}} for n in range(10)])  # processed
     assert seen == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    engine.advance("2s")
-    engine.settle()
+    engine.settle()  # jumps to the open batch's timeout
     assert seen[-1] == [8, 9]
     finished = [e for e in engine.events if e.name == "inngest/function.finished"]
     assert [len(e.data["events"]) for e in finished] == [4, 4, 2]
@@ -506,3 +506,66 @@ def test_an_invoked_run_is_not_batched_and_a_future_event_joins_a_batch_at_its_t
     p.start("last", {}, now=T0 + 61_000)
     assert p.started == ["i", "now", "later"]
     assert batch_events(p, "later") == ["later", "last"]
+
+
+# --- env-scoped limits: the app's gate -------------------------------------------------------
+
+
+def ask(run_id: str, value: str = "openai", limit: int = 2, score: int = 0) -> SlotAsk:
+    return SlotAsk(run_id, value, limit, "app-f", run_id, 3, score)
+
+
+def granted(commands: list[Command]) -> list[str]:
+    return [c.record.run_id for c in commands if isinstance(c, Journal)]
+
+
+def test_the_gate_grants_up_to_the_limit_queues_in_order_and_drains_on_free() -> None:
+    gate = EnvGate(MemoryRunStore())
+    assert granted(gate.handle(ask("a"), "openai", T0, 1)) == ["a"]
+    assert granted(gate.handle(ask("b"), "openai", T0, 2)) == ["b"]
+    assert granted(gate.handle(ask("c", score=T0 + 5), "openai", T0, 3)) == []
+    assert granted(gate.handle(ask("d", score=T0), "openai", T0, 4)) == []  # earlier ts
+    assert granted(gate.handle(ask("x", value="other"), "other", T0, 5)) == ["x"]
+    grant = gate.handle(ask("a"), "openai", T0, 6)  # asked again: granted again
+    assert granted(grant) == ["a"] and grant[0].partition == 3 and grant[0].function == "app-f"
+    assert granted(gate.handle(ask("c"), "openai", T0, 7)) == []  # keeps its place
+    assert granted(gate.handle(SlotFree("a", "openai"), "openai", T0, 8)) == ["d"]
+    assert granted(gate.handle(SlotFree("c", "openai"), "openai", T0, 9)) == []  # gave up
+    assert granted(gate.handle(SlotFree("b", "openai"), "openai", T0, 10)) == []
+    assert sorted(gate.holders("openai")) == ["d"]
+    assert granted(gate.handle(SlotFree("b", "openai"), "openai", T0, 11)) == []  # repeated
+
+
+def test_two_functions_share_an_env_limit_by_key_value_in_memory() -> None:
+    app = App("env")
+    began: list[str] = []
+
+    for fn_id in ("summarize", "translate"):
+
+        async def work(ctx: Context, fn_id: str = fn_id) -> str:
+            await ctx.step.run("begin", lambda: began.append(f"{fn_id}:{ctx.event.data['n']}"))
+            await ctx.step.sleep("pause", "1s")  # holds no slot while it sleeps
+            return await ctx.step.run("end", lambda: fn_id)
+
+        app.function(
+            fn_id=fn_id,
+            trigger=TriggerEvent(f"app/{fn_id}"),
+            concurrency=Concurrency(limit=1, key='"openai"', scope="env"),
+        )(work)
+
+    engine = Engine(app, detach_after=1)  # a run holds its slot past its first step
+    engine.send(
+        [
+            {"name": f"app/{f}", "data": {"n": n}}
+            for n in range(2)
+            for f in ("summarize", "translate")
+        ]
+    )
+    engine.settle()
+    assert len(began) == 4  # each began, one at a time, as the one before slept
+    queued = [r for _, r, _ in engine.topics[RUNS] if r["status"] == "queued"]
+    assert len(queued) >= 3
+    engine.advance("1s")
+    engine.settle()
+    assert sorted(r.result for r in engine.runs()) == ["summarize"] * 2 + ["translate"] * 2
+    assert engine.gate.holders("openai") == []

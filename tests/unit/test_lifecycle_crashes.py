@@ -51,6 +51,7 @@ from streams import (
 )
 from streams.core import StepCompleted, StepFailed
 from streams.lifecycle import Limits, records
+from streams.lifecycle.gate import GATE, WAITING
 from streams.lifecycle.limits import QUEUE
 from streams.lifecycle.state import ACTIVE, MEMO, RUN, THROTTLED, TIMER, RunStatus
 from streams.testing.engine import EVENTS, Appended, Committed, Durable, Engine, Wrote
@@ -406,6 +407,33 @@ def batch() -> Scenario:
     return Scenario("batch", app, actions, expect)
 
 
+def env_limit() -> Scenario:
+    """Two functions share one slot (scope env, same key value): one runs while the
+    other waits for the gate; a run that sleeps gives its slot back and asks again."""
+    app = App("crash")
+
+    for fn_id in ("left", "right"):
+
+        async def work(ctx: Context, fn_id: str = fn_id) -> str:
+            first = await ctx.step.run("a", lambda: f"{fn_id}-{ctx.event.data['n']}")
+            await ctx.step.sleep("nap", "1s")
+            return str(await ctx.step.run("b", lambda: first))
+
+        app.function(
+            fn_id=fn_id,
+            trigger=TriggerEvent(event=f"t/{fn_id}"),
+            concurrency=Concurrency(limit=1, key="event.data.pool", scope="env"),
+        )(work)
+
+    actions: list[Action] = [
+        ("send", {"name": f"t/{fn_id}", "data": {"id": f"{fn_id}{n}", "n": n, "pool": "p"}})
+        for n, fn_id in ((1, "left"), (2, "right"))
+    ]
+    actions += [("advance", "1s"), ("advance", "1s"), ("advance", "1s")]
+    expect = {"left": [("completed", "left-1")], "right": [("completed", "right-2")]}
+    return Scenario("env_limit", app, actions, expect)
+
+
 SCENARIOS = [
     three_steps,
     retry,
@@ -424,6 +452,7 @@ SCENARIOS = [
     throttle,
     debounce,
     batch,
+    env_limit,
 ]
 ORDERS = {
     "inline": {},
@@ -535,6 +564,15 @@ def durable_completions(log: list[Durable]) -> set[tuple[str, str]]:
     return done
 
 
+def waits_for_gate(engine: Engine, run_id: str) -> bool:
+    """The run's ask is still to be read by the gate, or waits in its queue."""
+    topic = f"journal:{GATE}"
+    unread = engine.topics[topic][engine.committed[topic] :]
+    return any(records.run_id_of(item) == run_id for _, item, _ in unread) or any(
+        body["run_id"] == run_id for _, body in engine.stores[GATE].scan(WAITING)
+    )
+
+
 def check_no_orphan(scenario: Scenario, prefix: list[Durable], k: int) -> None:
     """(iii) in the durable state at the crash, every live run has something to move it."""
     engine = Engine.recover(scenario.app, prefix, now_ms=0, limits=LIMITS)
@@ -559,7 +597,8 @@ def check_no_orphan(scenario: Scenario, prefix: list[Durable], k: int) -> None:
         queued = any(
             body["run_id"] == run_id for q in (QUEUE, THROTTLED) for _, body in store.scan(q)
         )
-        assert pending or timers or marked or queued, (
+        gated = bool(state.get("env_wait")) and waits_for_gate(engine, run_id)
+        assert pending or timers or marked or queued or gated, (
             f"{scenario.name}: crash at {k}: run {run_id} of {slug} in state {state} has no "
             "record, timer, active marker or queue entry that would move it"
         )

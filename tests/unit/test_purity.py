@@ -30,6 +30,8 @@ PURE_MODULES = [
     "streams.testing",
     "streams.testing.engine",
     "streams.lifecycle",
+    "streams.lifecycle.gate",
+    "streams.lifecycle.limits",
     "streams.lifecycle.machine",
     "streams.lifecycle.records",
     "streams.lifecycle.state",
