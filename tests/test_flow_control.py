@@ -29,6 +29,9 @@
 - An env-scoped limit (``scope="env"``): two functions share 2 slots of one key value,
   30 runs of each on two workers, one restarted mid-way: never more than 2 steps of
   the two functions at once, every run finished once.
+- Priority: one job at a time (key-less limit of 1), two workers, the one holding
+  the partition restarted while jobs wait: a VIP's job (priority 600 s) queued after
+  five others (up to 10 s older) starts before them; they follow in ts order.
 """
 
 from __future__ import annotations
@@ -571,3 +574,42 @@ def test_an_env_limit_holds_across_two_functions_two_workers_and_a_restart(
         f"env limit {limit} over two functions: {len(execs)} step executions, "
         f"max overlap {most}, mean overlap / limit {mean / limit:.2f} over {end - begin} ms"
     )
+
+
+def test_priority_moves_a_queued_run_ahead_across_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    gate = tmp_path / "gate"
+    env = {"TEST_LEDGER": str(ledger), "TEST_GATE": str(gate)}
+    cluster = Cluster(settings, app_id, tmp_path, workers, 2, "jobs", **env)
+    base = int(time.time() * 1000) - 60_000
+
+    def job(seq: int, ts: int, vip: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {"seq": seq, **({"vip": True} if vip else {})}
+        return {"name": "app/job.queued", "ts": ts, "data": data}
+
+    with Client(settings) as client:
+        client.send(job(0, base))  # holds the one slot until the gate opens
+        wait_until(lambda: len(steps(ledger)) == 1, 60, "the first job")
+        client.send([job(seq, base + 1000 * seq) for seq in range(1, 6)])
+        client.send(job(6, base + 10_000, vip=True))
+
+    def queued() -> int:
+        return sum(1 for r in read_history(settings, app_id).values() if r["status"] == "queued")
+
+    wait_until(lambda: queued() == 6, 60, "six jobs queued behind the first")
+    stopped = cluster.restart(steps(ledger)[0].pid)
+    cluster.settle()
+    gate.touch()
+    done = wait_distinct(watch, finished(f"{app_id}-jobs"), 7, timeout=90)
+    assert sorted(e.data["result"] for e in done) == [str(n) for n in range(7)]
+    first_start: dict[str, Step] = {}
+    for s in sorted(steps(ledger, stopped), key=lambda s: s.order):
+        first_start.setdefault(s.label, s)
+    order = [s.label for s in sorted(first_start.values(), key=lambda s: s.order)]
+    assert order == ["0", "6", "1", "2", "3", "4", "5"], order

@@ -1,11 +1,11 @@
 """Functions for the flow-control tests: concurrency limits, throttles, rate limits,
-singletons, debounce, batches.
+singletons, debounce, batches, priority.
 
 Each step appends ``<run id> start|end <label> <unix ms> <pid>`` to the ledger when
 it begins and when it lets go (in a ``finally``: a step cancelled by a shutdown lets
 go too), so the tests can measure, from outside, how many ran at once. The app id
 comes from TEST_APP_ID; the "notify" and singleton steps hold until the file
-TEST_GATE exists.
+TEST_GATE exists (and the "jobs" steps).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from streams import (
     Context,
     Debounce,
     Event,
+    Priority,
     RateLimit,
     Singleton,
     Throttle,
@@ -164,3 +165,14 @@ for fn_id in ("summarize", "translate"):
         trigger=TriggerEvent(event=f"app/{fn_id}.requested"),
         concurrency=Concurrency(limit=2, key='"llm"', scope="env"),
     )(_llm)
+
+
+# --- Priority: one job at a time; a VIP's job goes ahead of jobs queued up to 600 s before --
+@app.function(
+    fn_id="jobs",
+    trigger=TriggerEvent(event="app/job.queued"),
+    concurrency=Concurrency(limit=1),
+    priority=Priority(run="has(event.data.vip) ? 600 : 0"),
+)
+async def jobs(ctx: Context) -> str:
+    return await ctx.step.run("work", held, ctx, str(ctx.event.data["seq"]), True)
