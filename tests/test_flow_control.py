@@ -138,6 +138,15 @@ def steps(ledger: Path, stopped: dict[int, int] | None = None) -> list[Step]:
     return out
 
 
+def first_starts(execs: list[Step]) -> list[Step]:
+    """Each label's first execution (one a restart cut off ran again later), in the
+    order they started."""
+    first: dict[str, Step] = {}
+    for s in sorted(execs, key=lambda s: s.order):
+        first.setdefault(s.label, s)
+    return list(first.values())
+
+
 def overlap(execs: list[Step]) -> tuple[int, list[tuple[int, int]]]:
     """The most executions at once, and the count after each change: (ms, count).
     At one ms an end goes before a start (a slot handed over within the ms)."""
@@ -225,13 +234,7 @@ def test_max_3_notifications_per_user_at_once_in_ts_order_across_a_restart(
     for user, mine in by_user.items():
         most, _ = overlap(mine)
         assert most <= 3, f"{user}: {most} steps at once"
-        first_start: dict[str, Step] = {}
-        for s in sorted(mine, key=lambda s: s.order):
-            first_start.setdefault(s.label, s)
-        started = sorted(
-            (s for s in first_start.values() if int(s.label.split(":")[1]) >= 3),
-            key=lambda s: s.order,
-        )
+        started = [s for s in first_starts(mine) if int(s.label.split(":")[1]) >= 3]
         assert [s.label for s in started] == queued_order[user], f"{user} out of ts order"
         assert all(s.start >= gate_at for s in started)  # none ran before a slot was free
 
@@ -608,8 +611,5 @@ def test_priority_moves_a_queued_run_ahead_across_a_restart(
     gate.touch()
     done = wait_distinct(watch, finished(f"{app_id}-jobs"), 7, timeout=90)
     assert sorted(e.data["result"] for e in done) == [str(n) for n in range(7)]
-    first_start: dict[str, Step] = {}
-    for s in sorted(steps(ledger, stopped), key=lambda s: s.order):
-        first_start.setdefault(s.label, s)
-    order = [s.label for s in sorted(first_start.values(), key=lambda s: s.order)]
+    order = [s.label for s in first_starts(steps(ledger, stopped))]
     assert order == ["0", "6", "1", "2", "3", "4", "5"], order
