@@ -441,12 +441,6 @@ class App:
             raise ConfigError(
                 f"{slug}: debounce must be Debounce(period=..., key=..., timeout=...)"
             )
-        for other, given in (("rate_limit", rate_limit), ("singleton", singleton)):
-            if debounce is not None and given is not None:
-                raise ConfigError(
-                    f"{slug}: debounce with {other} is not implemented yet in this version of "
-                    f"steplog (the {other} would see the events the debounce drops); use one"
-                )
         if throttle is not None and not isinstance(throttle, Throttle):
             raise ConfigError(f"{slug}: throttle must be Throttle(limit=..., period=...)")
         if singleton is not None and not isinstance(singleton, Singleton):

@@ -220,6 +220,8 @@ class PartitionLifecycle:
         self.offset = 0
         #: Events that started no run here, by why (rate limit, singleton).
         self.skipped: Counter[str] = Counter()
+        #: Why :meth:`_limit_starts` refused the run it was last asked about.
+        self._refused = ""
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -368,15 +370,11 @@ class PartitionLifecycle:
             return parsed[0]
 
         out: list[Command] = []
-        if self.fn.rate_limit is not None and not self._take(
-            self.fn.rate_gcra, keys.rate_key(self.fn.rate_key(event())), run_id, now
-        ):
-            return self._skip(LiveRun(run_id, state), now, "over its rate limit")
-        if self.fn.singleton is not None:
-            held = self._singleton(run_id, event(), now)
-            if held is None:
-                return self._skip(LiveRun(run_id, state), now, "its singleton key is held")
-            out += held
+        if self.fn.debounce is None:  # else they count the run its debounce starts
+            admitted = self._limit_starts(run_id, state, event(), now)
+            if admitted is None:
+                return self._skip(LiveRun(run_id, state), now, self._refused)
+            out += admitted
         self._place(state, event)
         not_before = rec.not_before or 0
         timeouts = self.fn.timeouts
@@ -424,6 +422,24 @@ class PartitionLifecycle:
             state.env = self.fn.env_key(event())
 
     # --- rate limits and singletons -----------------------------------------------------
+
+    def _limit_starts(
+        self, run_id: str, state: RunState, event: Event, now: int
+    ) -> list[Command] | None:
+        """Take the run's place under its rate limit and its singleton key: None if
+        either refuses it (why in :attr:`_refused`), else what taking them commands (a
+        singleton in ``cancel`` mode cancels the run that held the key)."""
+        if self.fn.rate_limit is not None and not self._take(
+            self.fn.rate_gcra, keys.rate_key(self.fn.rate_key(event)), run_id, now
+        ):
+            self._refused = "over its rate limit"
+            return None
+        if self.fn.singleton is not None:
+            held = self._singleton(run_id, event, now)
+            if held is None:
+                self._refused = "its singleton key is held"
+            return held
+        return []
 
     def _take(self, gcra: Gcra | None, gkey: bytes, run_id: str, now: int) -> bool:
         """Take a start of a rate limit's or a throttle's key for ``run_id``, if it may."""
@@ -509,6 +525,12 @@ class PartitionLifecycle:
             if prev is not None and prev.state.status is RunStatus.SCHEDULED:
                 out += self._skip(prev, now, REPLACED)
             self.store.delete(dkey)  # a later event opens a new debounce
+        admitted = self._limit_starts(run_id, state, Event.model_validate(state.event), now)
+        if admitted is None:  # the run the debounce held is over its rate limit or singleton
+            out += self._skip(LiveRun(run_id, state), now, self._refused)
+            self.store.delete(tkey)
+            return out
+        out += admitted
         state.status = RunStatus.RUNNING
         run = LiveRun(run_id, state, self._memos(run_id), after_burst=[tkey])
         if self.fn.throttle is not None:

@@ -569,3 +569,34 @@ def test_two_functions_share_an_env_limit_by_key_value_in_memory() -> None:
     engine.settle()
     assert sorted(r.result for r in engine.runs()) == ["summarize"] * 2 + ["translate"] * 2
     assert engine.gate.holders("openai") == []
+
+
+def test_a_debounce_with_a_rate_limit_or_singleton_counts_the_runs_it_starts() -> None:
+    p = Partition(
+        *declare(
+            debounce=Debounce(period="10s", key="event.data.user"),
+            rate_limit=RateLimit(limit=1, period="1h", key="event.data.user"),
+        )
+    )
+    p.start("a", {"user": "u"}, ts=T0, now=T0)
+    p.start("b", {"user": "u"}, ts=T0 + 1_000, now=T0 + 1_000)  # replaces a: not counted
+    fire(p, T0 + 11_000)
+    assert p.started == ["b"]
+    p.finish("b", now=T0 + 12_000)
+    p.start("c", {"user": "u"}, ts=T0 + 20_000, now=T0 + 20_000)
+    assert p.status("c") == "scheduled"  # held: the rate limit counts starts, not events
+    fire(p, T0 + 30_000)
+    assert p.started == ["b"] and p.status("c") == "skipped"  # the hour's one run was b
+    assert p.life.skipped["over its rate limit"] == 1
+
+    s = Partition(*declare(debounce=Debounce(period="10s"), singleton=Singleton()))
+    s.start("x", {}, ts=T0, now=T0)
+    fire(s, T0 + 10_000)
+    assert s.started == ["x"]
+    s.start("y", {}, ts=T0 + 11_000, now=T0 + 11_000)
+    fire(s, T0 + 21_000)  # x still runs: y, when its debounce ends, is skipped
+    assert s.started == ["x"] and s.status("y") == "skipped"
+    s.finish("x", now=T0 + 22_000)
+    s.start("z", {}, ts=T0 + 23_000, now=T0 + 23_000)
+    fire(s, T0 + 33_000)
+    assert s.started == ["x", "z"]

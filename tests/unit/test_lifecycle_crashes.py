@@ -386,6 +386,36 @@ def debounce() -> Scenario:
     return Scenario("debounce", app, actions, expect)
 
 
+def debounce_rate_limited() -> Scenario:
+    """A debounce under a rate limit of 1 an hour: the first debounced run starts; the
+    next one, when its debounce ends, is skipped (the limit counts runs, not events)."""
+    app = App("crash")
+
+    @app.function(
+        fn_id="rated",
+        trigger=TriggerEvent(event="t/save"),
+        debounce=Debounce(period="10s", key="event.data.user"),
+        rate_limit=RateLimit(limit=1, period="1h", key="event.data.user"),
+    )
+    async def rated(ctx: Context) -> str:
+        return str(await ctx.step.run("a", lambda: f"saved-{ctx.event.data['n']}"))
+
+    def send(n: int) -> Action:
+        return ("send", {"name": "t/save", "data": {"id": f"e{n}", "user": "u", "n": n}})
+
+    # (a minute between the two debounces: a start redone late still ends its own first)
+    actions = [send(1), ("advance", "4s"), send(2), ("advance", "10s"), ("advance", "1m")]
+    actions += [send(3), ("advance", "10s"), ("advance", "10s")]
+    expect = {
+        "rated": [
+            ("skipped", "crash-rated: debounced: a later event took its place"),
+            ("completed", "saved-2"),
+            ("skipped", "crash-rated: over its rate limit"),
+        ]
+    }
+    return Scenario("debounce_rate_limited", app, actions, expect)
+
+
 def batch() -> Scenario:
     """Three events fill a batch (one run gets them all); the fourth starts at the timeout."""
     app = App("crash")
@@ -451,6 +481,7 @@ SCENARIOS = [
     lambda: skipping("singleton"),
     throttle,
     debounce,
+    debounce_rate_limited,
     batch,
     env_limit,
 ]
