@@ -124,6 +124,30 @@ class LiveRun:
     forwarder: Any = None
 
 
+@dataclass(eq=False)
+class OpenBatch:
+    """A batch still collecting events: its header (``b<hash of the key>``: its run id,
+    routing key and timer) and what its entries add up to."""
+
+    header: dict[str, Any]
+    size: int = 0
+    bytes: int = 0
+    #: The run id of its last event (a start handled again after a crash finds it).
+    last: str | None = None
+    #: Where its next entry goes (past any written twice across a crash).
+    seq: int = 0
+
+    @property
+    def run_id(self) -> str:
+        return str(self.header["run_id"])
+
+    def add(self, run_id: str, size: int) -> None:
+        self.size += 1
+        self.bytes += size
+        self.last = run_id
+        self.seq += 1
+
+
 # --- Commands: what the edge carries out ----------------------------------------------
 
 
@@ -222,6 +246,8 @@ class PartitionLifecycle:
         self.skipped: Counter[str] = Counter()
         #: Why :meth:`_limit_starts` refused the run it was last asked about.
         self._refused = ""
+        #: The open batches met so far, by key value (a cache of their store keys).
+        self.batches: dict[str, OpenBatch] = {}
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -540,39 +566,33 @@ class PartitionLifecycle:
     # --- batches --------------------------------------------------------------------------
 
     def _batch_add(self, run_id: str, state: RunState, event: Event, now: int) -> list[Command]:
-        """Add the event of ``run_id`` to its key's open batch (opening one, with a timer
-        for its timeout); a batch that is full starts its run now.
+        """Add the event of ``run_id`` to its key's open batch (opening one: its header,
+        with a timer for its timeout); a batch that is full starts its run now.
 
         The writes go in an order whose every prefix is safe to handle the start again
-        against: the timer of a new batch, the event (at the batch's next place), the
-        batch's header counting it, and last the marker ``r<run id>`` (``batched``)
-        that makes the start a repeat. Handled again after a crash, an event already
-        at the batch's last place is not added twice.
+        against: a new batch's timer and header, the event at the batch's next place,
+        and last the marker ``r<run id>`` (``batched``) that makes the start a repeat.
+        Handled again after a crash, an event already at the batch's last place is not
+        added twice. The header is written once: a batch's size and bytes are counted
+        in memory (:class:`OpenBatch`), from its entries after a restart.
         """
         batch = self.fn.batch
         assert batch is not None
         value = self.fn.batch_key(event)
-        bkey = keys.batch_key(value)
-        header = self.store.get(bkey)
-        if header is not None and not self._batch_open(header):
-            self._batch_drop(value, bkey)  # its run started: a crash kept these keys
-            header = None
-        if header is None:
+        open_ = self._open_batch(value)
+        if open_ is None:
             due = now + to_ms(batch.timeout)
             tkey = timer_key(due, run_id, TimerKind.BATCH.value).decode()
             self._set_timer(due, run_id, TimerKind.BATCH, state.key, batch=value)
-            header = {"run_id": run_id, "key": state.key, "size": 0, "bytes": 0, "timer": tkey}
-        size = int(header["size"])
-        last = self.store.get(keys.batched_key(value, size - 1)) if size else None
-        if last is None or last["run_id"] != run_id:
+            header = {"run_id": run_id, "key": state.key, "timer": tkey}
+            self.store.put(keys.batch_key(value), "batch", header)
+            open_ = self.batches[value] = OpenBatch(header)
+        if open_.last != run_id:
             entry = {"run_id": run_id, "event": state.event}
-            self.store.put(keys.batched_key(value, size), "batched", entry)
-            size += 1
-            added = int(header["bytes"]) + len(compact_json(state.event))
-            header = {**header, "size": size, "bytes": added}
-            self.store.put(bkey, "batch", header)
-        self._batched(run_id, state.key, str(header["run_id"]), now)
-        return self._batch_start(value, header, now) if self._batch_full(header) else []
+            self.store.put(keys.batched_key(value, open_.seq), "batched", entry)
+            open_.add(run_id, len(compact_json(state.event)))
+        self._batched(run_id, state.key, open_.run_id, now)
+        return self._batch_start(value, open_, now) if self._batch_full(open_) else []
 
     def _batched(self, run_id: str, key: str, batch: str, now: int) -> None:
         """Mark the event of ``run_id`` as in the batch ``batch``: its start is done."""
@@ -590,26 +610,47 @@ class PartitionLifecycle:
         """A repeated start of an event in a batch: a crash may have kept every write of
         the first but the batch's start, when the event filled it; start it now."""
         value = self.fn.batch_key(event)
-        header = self.store.get(keys.batch_key(value))
-        if header is None or not self._batch_open(header) or not self._batch_full(header):
+        open_ = self._open_batch(value)
+        if open_ is None or not self._batch_full(open_):
             return []
-        return self._batch_start(value, header, now)
+        return self._batch_start(value, open_, now)
 
-    def _batch_full(self, header: Mapping[str, Any]) -> bool:
-        assert self.fn.batch is not None
-        full = int(header["size"]) >= self.fn.batch.max_size
-        return full or int(header["bytes"]) >= self.limits.max_record_bytes // BATCH_BYTES_SHARE
-
-    def _batch_open(self, header: Mapping[str, Any]) -> bool:
-        """Whether the batch ``header`` describes has not started its run yet."""
+    def _open_batch(self, value: str) -> OpenBatch | None:
+        """The open batch of ``value``: from memory, else read from its header and
+        entries (a header whose run started already is a crash's leftover: dropped)."""
+        open_ = self.batches.get(value)
+        if open_ is not None:
+            return open_
+        header = self.store.get(keys.batch_key(value))
+        if header is None:
+            return None
         raw = self.store.get(keys.run_key(str(header["run_id"])))
-        return raw is None or raw["status"] == RunStatus.BATCHED
+        if raw is not None and raw["status"] != RunStatus.BATCHED:
+            self._batch_drop(value)  # its run started: a crash kept these keys
+            return None
+        open_ = OpenBatch(header)
+        seen: set[str] = set()
+        for _, body in self.store.scan(keys.batched_prefix(value)):
+            member = str(body["run_id"])
+            if member not in seen:  # (an event written twice across a crash counts once)
+                seen.add(member)
+                open_.add(member, len(compact_json(body["event"])))
+            else:
+                open_.seq += 1
+            open_.last = member
+        self.batches[value] = open_
+        return open_
 
-    def _batch_start(self, value: str, header: Mapping[str, Any], now: int) -> list[Command]:
+    def _batch_full(self, open_: OpenBatch) -> bool:
+        assert self.fn.batch is not None
+        full = open_.size >= self.fn.batch.max_size
+        return full or open_.bytes >= self.limits.max_record_bytes // BATCH_BYTES_SHARE
+
+    def _batch_start(self, value: str, open_: OpenBatch, now: int) -> list[Command]:
         """The batch of ``value`` is full or its timeout is over: its run starts with its
         events (the run id of its first event is the batch's). The run's state goes
         first, then the batch's keys: a crash between leaves the run to resume."""
-        run_id = str(header["run_id"])
+        run_id, key = open_.run_id, str(open_.header["key"])
         events: list[dict[str, Any]] = []
         seen: set[str] = set()
         for _, body in list(self.store.scan(keys.batched_prefix(value))):
@@ -619,11 +660,11 @@ class PartitionLifecycle:
             seen.add(member)
             events.append(body["event"])
             if self.store.get(keys.run_key(member)) is None:  # a crash lost its marker
-                self._batched(member, str(header["key"]), run_id, now)
+                self._batched(member, key, run_id, now)
         first = Event.model_validate(events[0])
         state = RunState(
             function_id=self.slug,
-            key=str(header["key"]),
+            key=key,
             status=RunStatus.RUNNING,
             started_ms=now,
             event=events[0],
@@ -635,25 +676,27 @@ class PartitionLifecycle:
             self._set_timer(now + to_ms(timeouts.finish), run_id, TimerKind.TIMEOUT, state.key)
         run = LiveRun(run_id, state)
         self._persist(run, active=True)
-        self._batch_drop(value, keys.batch_key(value))
-        self.store.delete(str(header["timer"]).encode())
-        self.timers.applied(str(header["timer"]).encode())
+        self._batch_drop(value)
+        tkey = str(open_.header["timer"]).encode()
+        self.store.delete(tkey)
+        self.timers.applied(tkey)
         log.debug("%s: batch %s starts with %d event(s)", self.slug, run_id, len(events))
         if self.fn.throttle is not None:
             return self._throttle(run, now)
         return self._admit(run, now)
 
-    def _batch_drop(self, value: str, bkey: bytes) -> None:
+    def _batch_drop(self, value: str) -> None:
+        self.batches.pop(value, None)
         for ekey in list(self.store.scan_keys(keys.batched_prefix(value))):
             self.store.delete(ekey)
-        self.store.delete(bkey)
+        self.store.delete(keys.batch_key(value))
 
     def _batch_due(self, value: str, run_id: str, now: int) -> list[Command]:
         """A batch's timer: its run starts, if the batch is still the one it was set for."""
-        header = self.store.get(keys.batch_key(value))
-        if header is None or header["run_id"] != run_id or not self._batch_open(header):
+        open_ = self._open_batch(value)
+        if open_ is None or open_.run_id != run_id:
             return []
-        return self._batch_start(value, header, now)
+        return self._batch_start(value, open_, now)
 
     # --- throttles ----------------------------------------------------------------------
 
