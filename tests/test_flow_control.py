@@ -32,6 +32,8 @@
 - Priority: one job at a time (key-less limit of 1), two workers, the one holding
   the partition restarted while jobs wait: a VIP's job (priority 600 s) queued after
   five others (up to 10 s older) starts before them; they follow in ts order.
+- Two limits at once (2 per user, 3 in all), two workers, one restarted mid-way: both
+  hold from outside, every run finished once.
 """
 
 from __future__ import annotations
@@ -613,3 +615,36 @@ def test_priority_moves_a_queued_run_ahead_across_a_restart(
     assert sorted(e.data["result"] for e in done) == [str(n) for n in range(7)]
     order = [s.label for s in first_starts(steps(ledger, stopped))]
     assert order == ["0", "6", "1", "2", "3", "4", "5"], order
+
+
+def test_two_limits_at_once_both_hold_across_a_restart(
+    settings: Settings,
+    app_id: str,
+    tmp_path: Path,
+    ledger: Path,
+    watch: Watch,
+    workers: list[WorkerProc],
+) -> None:
+    users, per = 4, 6
+    env = {"TEST_LEDGER": str(ledger), "TEST_STEP_S": "0.2"}
+    cluster = Cluster(settings, app_id, tmp_path, workers, 2, "export", **env)
+    with Client(settings) as client:
+        client.send(
+            [
+                {"name": "app/export.requested", "data": {"user": f"u{u}", "seq": seq}}
+                for seq in range(per)
+                for u in range(users)
+            ]
+        )
+    wait_until(lambda: len(ledger_lines(ledger)) >= 12, 60, "the first exports")
+    stopped = cluster.restart(steps(ledger)[0].pid)
+    done = wait_distinct(watch, finished(f"{app_id}-export"), users * per, timeout=120)
+    assert sorted(e.data["result"] for e in done) == sorted(
+        f"u{u}:{seq}" for u in range(users) for seq in range(per)
+    )
+    execs = steps(ledger, stopped)
+    most, _ = overlap(execs)
+    assert most <= 3, f"{most} exports at once, over the limit of 3 in all"
+    for u in range(users):
+        mine, _ = overlap([s for s in execs if s.label.startswith(f"u{u}:")])
+        assert mine <= 2, f"u{u}: {mine} exports at once, over its limit of 2"

@@ -176,3 +176,14 @@ for fn_id in ("summarize", "translate"):
 )
 async def jobs(ctx: Context) -> str:
     return await ctx.step.run("work", held, ctx, str(ctx.event.data["seq"]), True)
+
+
+# --- Two limits at once: 2 exports per user, 3 in all ----------------------------------------
+@app.function(
+    fn_id="export",
+    trigger=TriggerEvent(event="app/export.requested"),
+    concurrency=[Concurrency(limit=2, key="event.data.user"), Concurrency(limit=3)],
+)
+async def export(ctx: Context) -> str:
+    label = f"{ctx.event.data['user']}:{ctx.event.data['seq']}"
+    return await ctx.step.run("export", held, ctx, label, False)
