@@ -244,8 +244,6 @@ class PartitionLifecycle:
         self.offset = 0
         #: Events that started no run here, by why (rate limit, singleton).
         self.skipped: Counter[str] = Counter()
-        #: Why :meth:`_limit_starts` refused the run it was last asked about.
-        self._refused = ""
         #: The open batches met so far, by key value (a cache of their store keys).
         self.batches: dict[str, OpenBatch] = {}
 
@@ -397,10 +395,9 @@ class PartitionLifecycle:
 
         out: list[Command] = []
         if self.fn.debounce is None:  # else they count the run its debounce starts
-            admitted = self._limit_starts(run_id, state, event(), now)
-            if admitted is None:
-                return self._skip(LiveRun(run_id, state), now, self._refused)
-            out += admitted
+            out, refused = self._limit_starts(run_id, event(), now)
+            if refused is not None:
+                return self._skip(LiveRun(run_id, state), now, refused)
         self._place(state, event)
         not_before = rec.not_before or 0
         timeouts = self.fn.timeouts
@@ -450,22 +447,21 @@ class PartitionLifecycle:
     # --- rate limits and singletons -----------------------------------------------------
 
     def _limit_starts(
-        self, run_id: str, state: RunState, event: Event, now: int
-    ) -> list[Command] | None:
-        """Take the run's place under its rate limit and its singleton key: None if
-        either refuses it (why in :attr:`_refused`), else what taking them commands (a
-        singleton in ``cancel`` mode cancels the run that held the key)."""
+        self, run_id: str, event: Event, now: int
+    ) -> tuple[list[Command], str | None]:
+        """Take the run's place under its rate limit and its singleton key: what taking
+        them commands (a singleton in ``cancel`` mode cancels the run that held the key),
+        and why the run may not start (None: it may)."""
         if self.fn.rate_limit is not None and not self._take(
             self.fn.rate_gcra, keys.rate_key(self.fn.rate_key(event)), run_id, now
         ):
-            self._refused = "over its rate limit"
-            return None
+            return [], "over its rate limit"
         if self.fn.singleton is not None:
             held = self._singleton(run_id, event, now)
             if held is None:
-                self._refused = "its singleton key is held"
-            return held
-        return []
+                return [], "its singleton key is held"
+            return held, None
+        return [], None
 
     def _take(self, gcra: Gcra | None, gkey: bytes, run_id: str, now: int) -> bool:
         """Take a start of a rate limit's or a throttle's key for ``run_id``, if it may."""
@@ -551,9 +547,9 @@ class PartitionLifecycle:
             if prev is not None and prev.state.status is RunStatus.SCHEDULED:
                 out += self._skip(prev, now, REPLACED)
             self.store.delete(dkey)  # a later event opens a new debounce
-        admitted = self._limit_starts(run_id, state, Event.model_validate(state.event), now)
-        if admitted is None:  # the run the debounce held is over its rate limit or singleton
-            out += self._skip(LiveRun(run_id, state), now, self._refused)
+        admitted, refused = self._limit_starts(run_id, Event.model_validate(state.event), now)
+        if refused is not None:  # the run the debounce held is over its rate limit or singleton
+            out += self._skip(LiveRun(run_id, state), now, refused)
             self.store.delete(tkey)
             return out
         out += admitted
@@ -629,17 +625,18 @@ class PartitionLifecycle:
             self._batch_drop(value)  # its run started: a crash kept these keys
             return None
         open_ = OpenBatch(header)
-        seen: set[str] = set()
-        for _, body in self.store.scan(keys.batched_prefix(value)):
-            member = str(body["run_id"])
-            if member not in seen:  # (an event written twice across a crash counts once)
-                seen.add(member)
-                open_.add(member, len(compact_json(body["event"])))
-            else:
-                open_.seq += 1
-            open_.last = member
+        entries = self._batch_entries(value)
+        for member, event in _distinct(entries).items():
+            open_.add(member, len(compact_json(event)))
+        open_.seq = len(entries)  # past an entry written twice across a crash
+        open_.last = entries[-1][0] if entries else None
         self.batches[value] = open_
         return open_
+
+    def _batch_entries(self, value: str) -> list[tuple[str, dict[str, Any]]]:
+        """The batch's entries, (run id, event), in arrival order."""
+        scan = self.store.scan(keys.batched_prefix(value))
+        return [(str(body["run_id"]), body["event"]) for _, body in scan]
 
     def _batch_full(self, open_: OpenBatch) -> bool:
         assert self.fn.batch is not None
@@ -651,14 +648,9 @@ class PartitionLifecycle:
         events (the run id of its first event is the batch's). The run's state goes
         first, then the batch's keys: a crash between leaves the run to resume."""
         run_id, key = open_.run_id, str(open_.header["key"])
-        events: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for _, body in list(self.store.scan(keys.batched_prefix(value))):
-            member = str(body["run_id"])
-            if member in seen:  # an event written twice across a crash
-                continue
-            seen.add(member)
-            events.append(body["event"])
+        members = _distinct(self._batch_entries(value))
+        events = list(members.values())
+        for member in members:
             if self.store.get(keys.run_key(member)) is None:  # a crash lost its marker
                 self._batched(member, key, run_id, now)
         first = Event.model_validate(events[0])
@@ -1312,6 +1304,14 @@ class PartitionLifecycle:
             self.store.delete(key)
         self.store.delete(keys.active_key(run_id))
         self.store.delete(keys.run_key(run_id))
+
+
+def _distinct(entries: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """A batch's events by run id, in arrival order: one a crash wrote twice counts once."""
+    members: dict[str, dict[str, Any]] = {}
+    for run_id, event in entries:
+        members.setdefault(run_id, event)
+    return members
 
 
 #: A batch starts once its events take this share of a record (its run's state holds
