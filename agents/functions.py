@@ -85,6 +85,22 @@ class Waits(Protocol):
     async def unregister(self, key: str) -> asyncio.Future[Any]: ...
 
 
+async def send_journal(journals: Mapping[str, Any], cmd: Journal) -> asyncio.Future[Any] | None:
+    """Send ``cmd``'s record to its journal (a function's, or the gate's); the future of
+    the send, or None when the app has no such journal (logged)."""
+    topic = journals.get(cmd.function)
+    if topic is None:
+        log.warning("no function %s in this app: dropping a %s record", cmd.function, cmd)
+        return None
+    fut: asyncio.Future[Any] = await topic.send(
+        key=cmd.key.encode(),
+        value=records.encode(cmd.record, now_ms()),
+        partition=cmd.partition,
+        force=True,
+    )
+    return fut
+
+
 class FunctionRuntime:
     """The agent, state and timers of one user function.
 
@@ -211,17 +227,7 @@ class FunctionRuntime:
                 self.emitter.history(cmd.record)
 
     async def _journal(self, cmd: Journal) -> asyncio.Future[Any] | None:
-        topic = self.journals.get(cmd.function)
-        if topic is None:
-            log.warning("no function %s in this app: dropping a %s record", cmd.function, cmd)
-            return None
-        fut: asyncio.Future[Any] = await topic.send(
-            key=cmd.key.encode(),
-            value=records.encode(cmd.record, now_ms()),
-            partition=cmd.partition,
-            force=True,
-        )
-        return fut
+        return await send_journal(self.journals, cmd)
 
     # --- executing runs -------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from agents.functions import send_journal
 from agents.store import Changelog, Outbox, RocksRunStore
 from streams.clock import now_ms
 from streams.errors import DecodeError
@@ -71,14 +72,6 @@ class GateRuntime:
                 self.outbox.seal()
 
     async def _journal(self, cmd: Journal) -> None:
-        topic = self.journals.get(cmd.function)
-        if topic is None:
-            log.warning("no function %s in this app: dropping a %s record", cmd.function, cmd)
-            return
-        sent = await topic.send(
-            key=cmd.key.encode(),
-            value=records.encode(cmd.record, now_ms()),
-            partition=cmd.partition,
-            force=True,
-        )
-        self.outbox.send(sent, f"{type(cmd.record).__name__} to {cmd.function}")
+        sent = await send_journal(self.journals, cmd)
+        if sent is not None:
+            self.outbox.send(sent, f"{type(cmd.record).__name__} to {cmd.function}")

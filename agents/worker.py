@@ -171,20 +171,17 @@ class Worker:
             if crons
             else None
         )
+        self.gate: GateRuntime | None = None
         if any(fn.env_limit is not None for fn in functions.values()):
             # The gate's topic goes among the journals: runs write asks and frees to it
             # as they write any journal record, keyed by the limit's key value.
             self.journals[GATE] = self._raw_topic(self.topics.gate)
-        self.gate = (
-            GateRuntime(
+            self.gate = GateRuntime(
                 self.faust,
                 topic=self.journals[GATE],
                 table=self.state_table("steplog.gate", self.topics.gate_changelog),
                 journals=self.journals,
             )
-            if GATE in self.journals
-            else None
-        )
         outboxes = [runtime.outbox for runtime in self.runtimes.values()]
         outboxes.append(self.router.outbox)
         if self.cron is not None:
